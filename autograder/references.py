@@ -1,0 +1,123 @@
+"""Stored reference outputs for the hidden tests, and their regeneration.
+
+Each assignment's grading module (:mod:`autograder.grade.<assignment>`) defines
+``make_references(solutions) -> {function_name: [case, ...]}``, where a case is
+``{"inputs": {...}, "output": ...}`` computed on seeded inputs. The cases are stored
+in ``autograder/references/<assignment>.pt`` together with the torch, torchvision and
+NumPy versions and the seed (:data:`META_KEYS`). ``python -m autograder references``
+regenerates them and reports which changed beyond the assignment's tolerance.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REFERENCE_DIR = Path(__file__).resolve().parent / "references"
+META_KEYS = ("torch", "torchvision", "numpy", "python", "seed")
+
+
+def reference_path(assignment: str, directory: Path | None = None) -> Path:
+    """``autograder/references/<assignment>.pt`` (or inside ``directory``)."""
+    return (directory or REFERENCE_DIR) / f"{assignment}.pt"
+
+
+@functools.lru_cache(maxsize=None)
+def load_reference(assignment: str) -> dict[str, Any]:
+    """The stored ``{"meta": {...}, "cases": {...}}`` of ``assignment``.
+
+    Raises:
+        FileNotFoundError: with the command that regenerates it.
+    """
+    path = reference_path(assignment)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no reference file {path}; run `python -m autograder references {assignment}`"
+        )
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def build_reference(assignment: str) -> dict[str, Any]:
+    """Compute ``assignment``'s reference cases from its source notebook's solutions."""
+    import torchvision
+
+    from autograder.solutions import load_solutions
+
+    module = importlib.import_module(f"autograder.grade.{assignment}")
+    cases = module.make_references(load_solutions(assignment))
+    meta = {
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "seed": int(module.REFERENCE_SEED),
+    }
+    return {"meta": meta, "cases": cases}
+
+
+def compare_cases(old: dict[str, list], new: dict[str, list], rtol: float, atol: float) -> list[str]:
+    """Human-readable differences between two case sets (empty when they agree)."""
+    problems = []
+    for name in sorted(set(old) | set(new)):
+        if name not in old or name not in new:
+            problems.append(f"{name}: only in the {'new' if name in new else 'stored'} references")
+            continue
+        if len(old[name]) != len(new[name]):
+            problems.append(f"{name}: {len(old[name])} stored cases, {len(new[name])} new")
+            continue
+        for i, (a, b) in enumerate(zip(old[name], new[name])):
+            diff = _max_difference(a, b, rtol, atol)
+            if diff:
+                problems.append(f"{name}[{i}]: {diff}")
+    return problems
+
+
+def regenerate(assignment: str, directory: Path | None = None) -> tuple[Path, list[str] | None]:
+    """Rebuild and write ``assignment``'s reference file.
+
+    Returns:
+        The path written, and ``None`` if there was no stored file before, else the list of
+        differences beyond the assignment's ``REFERENCE_RTOL``/``REFERENCE_ATOL`` (empty:
+        unchanged).
+    """
+    module = importlib.import_module(f"autograder.grade.{assignment}")
+    path = reference_path(assignment, directory)
+    new = build_reference(assignment)
+    changes = None
+    if path.exists():
+        try:
+            old = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a corrupt or incompatible file is replaced
+            changes = [f"the stored file could not be read ({type(exc).__name__}); replaced"]
+        else:
+            changes = compare_cases(old["cases"], new["cases"], module.REFERENCE_RTOL, module.REFERENCE_ATOL)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(new, path)
+    load_reference.cache_clear()
+    return path, changes
+
+
+def _max_difference(a: Any, b: Any, rtol: float, atol: float) -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) != set(b):
+            return f"keys differ: {sorted(a)} vs {sorted(b)}"
+        return "; ".join(d for k in sorted(a) if (d := _max_difference(a[k], b[k], rtol, atol)))
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if len(a) != len(b):
+            return f"lengths differ: {len(a)} vs {len(b)}"
+        return "; ".join(d for x, y in zip(a, b) if (d := _max_difference(x, y, rtol, atol)))
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        if a.shape != b.shape:
+            return f"shape {tuple(a.shape)} vs {tuple(b.shape)}"
+        if not torch.allclose(a.double(), b.double(), rtol=rtol, atol=atol, equal_nan=True):
+            return f"max abs difference {(a.double() - b.double()).abs().max().item():.3g}"
+        return ""
+    if isinstance(a, float) or isinstance(b, float):
+        return "" if abs(a - b) <= atol + rtol * abs(b) else f"{a!r} vs {b!r}"
+    return "" if a == b else f"{a!r} vs {b!r}"

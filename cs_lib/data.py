@@ -1,0 +1,326 @@
+"""Datasets for the notebooks, each with an offline path.
+
+- :func:`load_sample_images`: photos that scikit-image and scikit-learn ship, with
+  hand-assigned ImageNet labels, for machines without the ImageNet sample file.
+- :func:`load_imagenet_val`: CS231n's 25 ImageNet validation images.
+- :func:`load_style_image`: public-domain paintings fetched by the download script,
+  with scikit-image textures as the offline fallback.
+- :func:`load_digits`: MNIST or Fashion-MNIST through torchvision, falling back to
+  scikit-learn's 8x8 digits when the files are missing and cannot be downloaded.
+- :class:`ShapesDataset`: synthetic circles, squares and triangles with boxes and
+  instance masks, generated deterministically from a seed (for Mask R-CNN).
+
+Data files live in :func:`data_dir`: ``$CS_KIT_DATA`` if set, else the ``datasets/data``
+folder next to ``cs_lib`` (a clone of the repo or a student bundle).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from cs_lib.images import resize_shorter_side
+
+#: Offline sample photos: name -> (loader, ImageNet class index, class name).
+#: The labels were assigned by hand from the photo's content; they have not been
+#: checked against a pretrained classifier (none is available offline).
+SAMPLE_IMAGES: dict[str, tuple[str, int, str]] = {
+    "chelsea": ("skimage.data.chelsea", 281, "tabby cat"),
+    "coffee": ("skimage.data.coffee", 967, "espresso"),
+    "rocket": ("skimage.data.rocket", 657, "missile"),
+    "china": ("sklearn.datasets.china.jpg", 698, "palace"),
+}
+
+#: Style images of the download script (public domain) and offline stand-ins.
+STYLE_IMAGES = ("starry_night", "the_scream", "composition_vii")
+OFFLINE_STYLE_STAND_INS = {"brick": "skimage.data.brick", "gravel": "skimage.data.gravel",
+                           "grass": "skimage.data.grass", "coffee": "skimage.data.coffee"}
+
+DOWNLOAD_HINT = "python datasets/download.py"
+
+
+class ImageSet(NamedTuple):
+    """Images with integer labels.
+
+    Attributes:
+        images: float32 ``(N, 1, H, W)`` in [0, 1] (digits) or uint8 ``(N, H, W, 3)``.
+        labels: int64 ``(N,)``.
+        class_names: name of each class index.
+        source: where the images came from, e.g. ``"MNIST test"``.
+    """
+
+    images: torch.Tensor | np.ndarray
+    labels: torch.Tensor | np.ndarray
+    class_names: list[str]
+    source: str
+
+
+def data_dir() -> Path:
+    """The folder that holds downloaded data files (it may not exist yet)."""
+    env = os.environ.get("CS_KIT_DATA")
+    if env:
+        return Path(env)
+    sibling = Path(__file__).resolve().parent.parent / "datasets"
+    if sibling.is_dir():
+        return sibling / "data"
+    return Path.home() / ".cache" / "cs_kit" / "data"
+
+
+def load_sample_images(size: int = 224) -> ImageSet:
+    """Photos shipped with scikit-image and scikit-learn, center-cropped to ``size``.
+
+    Returns:
+        ``ImageSet`` with ``images`` uint8 ``(N, size, size, 3)``, ``labels`` int64
+        ``(N,)`` ImageNet indices, and ``class_names`` the N photos' label names.
+    """
+    images, labels, names = [], [], []
+    for name, (loader, label, label_name) in SAMPLE_IMAGES.items():
+        images.append(center_crop(_load_package_image(loader), size))
+        labels.append(label)
+        names.append(label_name)
+    return ImageSet(np.stack(images), np.array(labels, dtype=np.int64), names,
+                    "scikit-image / scikit-learn sample photos")
+
+
+def load_imagenet_val(num: int | None = None, path: str | os.PathLike[str] | None = None) -> ImageSet:
+    """CS231n's 25 ImageNet validation images (``imagenet_val_25.npz``).
+
+    Args:
+        num: how many images to return (the first ``num``); ``None`` returns all 25.
+        path: the ``.npz`` file; default ``data_dir()/imagenet_val_25/imagenet_val_25.npz``.
+
+    Returns:
+        ``ImageSet`` with ``images`` uint8 ``(num, 224, 224, 3)``, ``labels`` int64
+        ``(num,)``, and ``class_names`` the 1000 ImageNet class names by index.
+
+    Raises:
+        FileNotFoundError: with the download command when the file is missing.
+    """
+    path = Path(path) if path is not None else data_dir() / "imagenet_val_25" / "imagenet_val_25.npz"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"load_imagenet_val: {path} is missing. Run `{DOWNLOAD_HINT} imagenet_val`, or use "
+            "cs_lib.data.load_sample_images() offline."
+        )
+    with np.load(path, allow_pickle=True) as f:
+        X, y = f["X"], f["y"].astype(np.int64)
+        label_map = f["label_map"].item()
+    if num is not None:
+        X, y = X[:num], y[:num]
+    class_names = [label_map[i] for i in range(len(label_map))]
+    return ImageSet(X, y, class_names, f"ImageNet validation ({path.name})")
+
+
+def style_image_path(name: str) -> Path:
+    """Where the download script stores style image ``name`` (e.g. ``"starry_night"``)."""
+    return data_dir() / "styles" / f"{name}.jpg"
+
+
+def load_style_image(name: str, size: int | None = None, offline_fallback: str | None = None) -> Image.Image:
+    """A style (or content) image as an RGB ``PIL.Image``.
+
+    Args:
+        name: a downloaded style (``"starry_night"``, ``"the_scream"``,
+            ``"composition_vii"``), an offline stand-in (``"brick"``, ``"gravel"``,
+            ``"grass"``, ``"coffee"``), a sample photo name, or a path to an image file.
+        size: resize so the shorter side has ``size`` pixels.
+        offline_fallback: a stand-in name to use when ``name`` is not downloaded.
+
+    Raises:
+        FileNotFoundError: with the download command when nothing can be loaded.
+    """
+    if name in OFFLINE_STYLE_STAND_INS:
+        img = Image.fromarray(_to_rgb(_load_package_image(OFFLINE_STYLE_STAND_INS[name])))
+    elif name in SAMPLE_IMAGES:
+        img = Image.fromarray(_load_package_image(SAMPLE_IMAGES[name][0]))
+    else:
+        path = Path(name) if os.sep in name or Path(name).suffix else style_image_path(name)
+        if path.exists():
+            img = Image.open(path).convert("RGB")
+        elif offline_fallback is not None:
+            print(f"cs_lib: {path} is not downloaded; using the offline image '{offline_fallback}'.")
+            return load_style_image(offline_fallback, size)
+        else:
+            raise FileNotFoundError(
+                f"load_style_image: {path} is missing. Run `{DOWNLOAD_HINT} styles`, or pass "
+                f"offline_fallback= one of {sorted(OFFLINE_STYLE_STAND_INS)}."
+            )
+    return resize_shorter_side(img, size) if size is not None else img
+
+
+def load_digits(
+    name: str = "mnist",
+    train: bool = False,
+    root: str | os.PathLike[str] | None = None,
+    download: bool = True,
+) -> ImageSet:
+    """MNIST or Fashion-MNIST as tensors, with scikit-learn's digits as the offline fallback.
+
+    Args:
+        name: ``"mnist"`` or ``"fashion_mnist"``.
+        train: the training split (60,000 images) instead of the test split (10,000).
+        root: torchvision's dataset root; default ``data_dir()``.
+        download: let torchvision download missing files.
+
+    Returns:
+        ``ImageSet`` with ``images`` float32 ``(N, 1, 28, 28)`` in [0, 1] and
+        ``labels`` int64 ``(N,)``. When the files are missing and cannot be
+        downloaded, the 1,797 8x8 digits of scikit-learn (``images`` ``(1797, 1, 8, 8)``)
+        come back instead, for either ``name``, with ``source`` saying so and one
+        line printed.
+    """
+    import torchvision
+
+    classes = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST}
+    if name not in classes:
+        raise ValueError(f"load_digits: name must be one of {sorted(classes)}; got {name!r}")
+    root = Path(root) if root is not None else data_dir()
+    try:
+        ds = classes[name](str(root), train=train, download=download)
+    except (RuntimeError, OSError) as exc:
+        print(f"cs_lib: {name} is not available ({str(exc).splitlines()[0]}); "
+              "using scikit-learn's 8x8 digits instead.")
+        return load_sklearn_digits()
+    images = ds.data.unsqueeze(1).float().div(255.0)
+    split = "train" if train else "test"
+    return ImageSet(images, ds.targets.long(), list(ds.classes), f"{name} {split}")
+
+
+def load_sklearn_digits() -> ImageSet:
+    """scikit-learn's 1,797 8x8 handwritten digits: float32 ``(N, 1, 8, 8)`` in [0, 1]."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    d = sk_load_digits()
+    images = torch.from_numpy(d.images.astype(np.float32) / 16.0).unsqueeze(1)
+    return ImageSet(images, torch.from_numpy(d.target.astype(np.int64)),
+                    [str(i) for i in range(10)], "scikit-learn digits (8x8)")
+
+
+SHAPE_CLASSES = ("background", "circle", "square", "triangle")
+
+
+class ShapesDataset(Dataset):
+    """Synthetic instance-segmentation images: circles, squares and triangles.
+
+    Item ``i`` is generated from ``(seed, i)`` alone, so the dataset is the same on
+    every machine and needs no files. Later shapes occlude earlier ones; masks and
+    boxes describe the visible part, and shapes left with fewer than
+    ``min_visible`` pixels are dropped.
+
+    Each item is ``(image, target)``:
+
+    - ``image``: float32 ``(3, H, W)`` in [0, 1];
+    - ``target["boxes"]``: float32 ``(K, 4)``, ``(x1, y1, x2, y2)`` in pixels, with
+      ``x2``/``y2`` one past the last mask pixel (torchvision's convention);
+    - ``target["labels"]``: int64 ``(K,)`` in {1: circle, 2: square, 3: triangle};
+    - ``target["masks"]``: uint8 ``(K, H, W)`` in {0, 1}.
+    """
+
+    classes = SHAPE_CLASSES
+
+    def __init__(self, num_images: int = 100, image_size: int = 128, max_shapes: int = 4,
+                 seed: int = 0, min_visible: int = 30) -> None:
+        if image_size < 32:
+            raise ValueError(f"ShapesDataset: image_size must be >= 32; got {image_size}")
+        self.num_images = num_images
+        self.image_size = image_size
+        self.max_shapes = max_shapes
+        self.seed = seed
+        self.min_visible = min_visible
+
+    def __len__(self) -> int:
+        return self.num_images
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if not 0 <= index < self.num_images:
+            raise IndexError(f"ShapesDataset index {index} out of range [0, {self.num_images})")
+        rng = np.random.default_rng([self.seed, index])
+        S = self.image_size
+        yy, xx = np.mgrid[0:S, 0:S].astype(np.float32) + 0.5
+        background = rng.uniform(0.0, 0.35, size=3).astype(np.float32)
+        image = np.broadcast_to(background[:, None, None], (3, S, S)).copy()
+        image += rng.normal(0, 0.02, size=(3, S, S)).astype(np.float32)
+        owner = np.full((S, S), -1, dtype=np.int64)
+        labels = []
+        for k in range(int(rng.integers(1, self.max_shapes + 1))):
+            label = int(rng.integers(1, len(SHAPE_CLASSES)))
+            r = rng.uniform(0.08, 0.2) * S
+            cx, cy = rng.uniform(r, S - r, size=2)
+            mask = _shape_mask(label, xx, yy, cx, cy, r)
+            color = rng.uniform(0.45, 1.0, size=3).astype(np.float32)
+            image[:, mask] = color[:, None]
+            owner[mask] = k
+            labels.append(label)
+        ks = np.arange(len(labels))
+        masks = owner[None] == ks[:, None, None]
+        keep = masks.sum(axis=(1, 2)) >= self.min_visible
+        masks, kept = masks[keep], np.asarray(labels, dtype=np.int64)[keep]
+        boxes = _boxes_from_masks(masks)
+        target = {
+            "boxes": torch.from_numpy(boxes),
+            "labels": torch.from_numpy(kept),
+            "masks": torch.from_numpy(masks.astype(np.uint8)),
+        }
+        return torch.from_numpy(np.clip(image, 0, 1)), target
+
+
+def _shape_mask(label: int, xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, r: float) -> np.ndarray:
+    if label == 1:  # circle
+        return (xx - cx) ** 2 + (yy - cy) ** 2 <= r**2
+    if label == 2:  # square
+        return (np.abs(xx - cx) <= r * 0.85) & (np.abs(yy - cy) <= r * 0.85)
+    # upward triangle inside the circle of radius r: three half-planes
+    angles = np.deg2rad([90.0, 210.0, 330.0])
+    px, py = cx + r * np.cos(angles), cy - r * np.sin(angles)
+    inside = np.ones_like(xx, dtype=bool)
+    for i in range(3):
+        x0, y0, x1, y1 = px[i], py[i], px[(i + 1) % 3], py[(i + 1) % 3]
+        cross = (x1 - x0) * (yy - y0) - (y1 - y0) * (xx - x0)
+        inside &= cross <= 0
+    return inside
+
+
+def _boxes_from_masks(masks: np.ndarray) -> np.ndarray:
+    """``(K, H, W)`` bool -> ``(K, 4)`` float32 boxes, ``x2``/``y2`` exclusive."""
+    if len(masks) == 0:
+        return np.zeros((0, 4), dtype=np.float32)
+    rows, cols = masks.any(axis=2), masks.any(axis=1)
+    H, W = masks.shape[1:]
+    y1 = rows.argmax(axis=1)
+    y2 = H - rows[:, ::-1].argmax(axis=1)
+    x1 = cols.argmax(axis=1)
+    x2 = W - cols[:, ::-1].argmax(axis=1)
+    return np.stack([x1, y1, x2, y2], axis=1).astype(np.float32)
+
+
+def center_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize the shorter side to ``size`` and crop the center: uint8 ``(size, size, 3)``."""
+    pil = resize_shorter_side(Image.fromarray(_to_rgb(img)), size)
+    w, h = pil.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return np.asarray(pil.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def _to_rgb(img: np.ndarray) -> np.ndarray:
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+        img = (255 * (img - img.min()) / max(1e-12, float(img.max() - img.min()))).astype(np.uint8)
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    return img[..., :3]
+
+
+def _load_package_image(loader: str) -> np.ndarray:
+    if loader.startswith("sklearn.datasets."):
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(loader.removeprefix("sklearn.datasets."))
+    import skimage.data
+
+    return getattr(skimage.data, loader.removeprefix("skimage.data."))()
