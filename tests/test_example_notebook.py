@@ -1,0 +1,75 @@
+"""The warm-up notebook: it runs, its release hides everything it must, and stubs fail."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder import source_notebook
+from tests.nbutil import build_release, execute_notebook, graded_cells, stderr_outputs, validate
+
+pytestmark = pytest.mark.notebook
+
+
+def test_example_source_notebook_executes_in_grading_mode_without_stderr() -> None:
+    nb, seconds = execute_notebook(source_notebook("example"), grading=True)
+    assert not stderr_outputs(nb), stderr_outputs(nb)
+    printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "softmax: visible check passed" in printed
+    assert "top_k_accuracy: visible check passed" in printed
+    assert seconds < 60
+
+
+def test_example_source_notebook_is_committed_without_outputs() -> None:
+    nb = nbformat.read(source_notebook("example"), as_version=4)
+    assert all(not c.get("outputs") and c.get("execution_count") is None
+               for c in nb.cells if c.cell_type == "code")
+
+
+@pytest.fixture(scope="module")
+def example_release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return build_release("example", tmp_path_factory.mktemp("example_release"))
+
+
+def test_release_contains_no_solution_code_hidden_tests_or_reference_files(example_release) -> None:
+    course, notebook = example_release
+    text = notebook.read_text()
+    for forbidden in ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS", "autograder", "grade.example",
+                      "shifted = scores - scores.max", ".topk(k"):
+        assert forbidden not in text, f"release leaks {forbidden!r}"
+    assert text.count("raise NotImplementedError()") == 2
+    files = sorted(p.name for p in notebook.parent.rglob("*") if p.is_file())
+    assert files == ["example.ipynb"], files
+
+
+def test_release_keeps_points_and_locked_visible_checks(example_release) -> None:
+    _, notebook = example_release
+    nb = nbformat.read(notebook, as_version=4)
+    cells = graded_cells(nb)
+    assert [c.metadata["nbgrader"]["grade_id"] for c in cells] == ["test_softmax", "test_top_k_accuracy"]
+    assert all(c.metadata["nbgrader"]["points"] == 2 and c.metadata["nbgrader"]["locked"] for c in cells)
+    assert all("check_close(" in c.source for c in cells)
+
+
+def test_validate_invert_fails_every_graded_test_on_the_blank_release(example_release) -> None:
+    course, notebook = example_release
+    out = validate(notebook, course, invert=True)
+    assert "Success! The notebook does not pass any tests." in out, out[-2000:]
+
+
+def test_validate_passes_on_the_source_notebook(example_release) -> None:
+    course, _ = example_release
+    out = validate(course / "source" / "example" / "example.ipynb", course)
+    assert "Success! Your notebook passes all the tests." in out, out[-2000:]
+
+
+def test_hidden_tests_are_in_every_graded_cell_of_the_source() -> None:
+    nb = json.loads(source_notebook("example").read_text())
+    for cell in nb["cells"]:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("grade") and cell["cell_type"] == "code":
+            src = "".join(cell["source"])
+            assert "### BEGIN HIDDEN TESTS" in src and "from autograder import grade" in src
