@@ -117,7 +117,8 @@ def check_close(
             f"{name}: element {tuple(int(i) for i in idx)} is {a[idx]} but expected {b[idx]} "
             f"(NaN or inf where none was expected).{suffix}"
         )
-    err = np.where(finite_b, np.abs(a - b), 0.0)
+    with np.errstate(invalid="ignore"):
+        err = np.where(finite_b, np.abs(a - b), 0.0)
     tol = atol + rtol * np.abs(np.where(finite_b, b, 0.0))
     excess = err - tol
     if np.any(excess > 0):

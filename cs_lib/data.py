@@ -16,6 +16,7 @@ folder next to ``cs_lib`` (a clone of the repo or a student bundle).
 
 from __future__ import annotations
 
+import gzip
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -77,14 +78,16 @@ def load_sample_images(size: int = 224) -> ImageSet:
 
     Returns:
         ``ImageSet`` with ``images`` uint8 ``(N, size, size, 3)``, ``labels`` int64
-        ``(N,)`` ImageNet indices, and ``class_names`` the N photos' label names.
+        ``(N,)`` ImageNet indices, and ``class_names`` the 1000 ImageNet class names by
+        index (from torchvision's weights metadata, no download).
     """
-    images, labels, names = [], [], []
-    for name, (loader, label, label_name) in SAMPLE_IMAGES.items():
+    from cs_lib.models import imagenet_class_names
+
+    images, labels = [], []
+    for loader, label, _ in SAMPLE_IMAGES.values():
         images.append(center_crop(_load_package_image(loader), size))
         labels.append(label)
-        names.append(label_name)
-    return ImageSet(np.stack(images), np.array(labels, dtype=np.int64), names,
+    return ImageSet(np.stack(images), np.array(labels, dtype=np.int64), imagenet_class_names(),
                     "scikit-image / scikit-learn sample photos")
 
 
@@ -113,7 +116,11 @@ def load_imagenet_val(num: int | None = None, path: str | os.PathLike[str] | Non
         label_map = f["label_map"].item()
     if num is not None:
         X, y = X[:num], y[:num]
-    class_names = [label_map[i] for i in range(len(label_map))]
+    from cs_lib.models import imagenet_class_names
+
+    # CS231n's label_map lacks a few indices; torchvision's names fill the gaps.
+    class_names = [str(label_map[i]) if i in label_map else name
+                   for i, name in enumerate(imagenet_class_names())]
     return ImageSet(X, y, class_names, f"ImageNet validation ({path.name})")
 
 
@@ -162,6 +169,11 @@ def load_digits(
 ) -> ImageSet:
     """MNIST or Fashion-MNIST as tensors, with scikit-learn's digits as the offline fallback.
 
+    The split's idx files are read from torchvision's layout,
+    ``<root>/MNIST/raw/t10k-images-idx3-ubyte[.gz]`` (``FashionMNIST`` for Fashion-MNIST),
+    when they are there: unlike ``torchvision.datasets.MNIST``, the test split alone is
+    enough. Otherwise torchvision downloads the dataset (``download=True``).
+
     Args:
         name: ``"mnist"`` or ``"fashion_mnist"``.
         train: the training split (60,000 images) instead of the test split (10,000).
@@ -174,22 +186,70 @@ def load_digits(
         downloaded, the 1,797 8x8 digits of scikit-learn (``images`` ``(1797, 1, 8, 8)``)
         come back instead, for either ``name``, with ``source`` saying so and one
         line printed.
+
+    Raises:
+        ValueError: for an unknown ``name`` or a corrupt idx file.
     """
     import torchvision
 
     classes = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST}
     if name not in classes:
         raise ValueError(f"load_digits: name must be one of {sorted(classes)}; got {name!r}")
+    dataset_class = classes[name]
     root = Path(root) if root is not None else data_dir()
+    split = "train" if train else "test"
+    prefix = "train" if train else "t10k"
+    raw = root / dataset_class.__name__ / "raw"
+    files = [_find_idx(raw / f"{prefix}-{kind}") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    if all(files):
+        images = torch.from_numpy(read_idx(files[0]).copy()).unsqueeze(1).float().div(255.0)
+        labels = torch.from_numpy(read_idx(files[1]).astype(np.int64))
+        if len(images) != len(labels):
+            raise ValueError(f"load_digits: {files[0]} has {len(images)} images but {files[1]} "
+                             f"has {len(labels)} labels")
+        return ImageSet(images, labels, list(dataset_class.classes), f"{name} {split}")
     try:
-        ds = classes[name](str(root), train=train, download=download)
+        ds = dataset_class(str(root), train=train, download=download)
     except (RuntimeError, OSError) as exc:
         print(f"cs_lib: {name} is not available ({str(exc).splitlines()[0]}); "
               "using scikit-learn's 8x8 digits instead.")
         return load_sklearn_digits()
     images = ds.data.unsqueeze(1).float().div(255.0)
-    split = "train" if train else "test"
     return ImageSet(images, ds.targets.long(), list(ds.classes), f"{name} {split}")
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an idx file (MNIST's format), gzipped or not, holding unsigned bytes.
+
+    Returns:
+        uint8 array of the shape the file's header gives, e.g. ``(10000, 28, 28)``.
+
+    Raises:
+        ValueError: when the header or the length is wrong (a corrupt or partial file).
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            buf = f.read()
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"read_idx: cannot read {path} ({exc}); delete it and download it again") from exc
+    if len(buf) < 4 or buf[0] != 0 or buf[1] != 0 or buf[2] != 0x08:
+        raise ValueError(f"read_idx: {path} is not an idx file of unsigned bytes (bad header)")
+    ndim = buf[3]
+    header = 4 + 4 * ndim
+    dims = [int.from_bytes(buf[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    if len(buf) != header + int(np.prod(dims)):
+        raise ValueError(f"read_idx: {path} holds {len(buf) - header} bytes of data; its header "
+                         f"promises {int(np.prod(dims))} for shape {tuple(dims)} (truncated file?)")
+    return np.frombuffer(buf, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _find_idx(stem: Path) -> Path | None:
+    for candidate in (stem, stem.with_name(stem.name + ".gz")):
+        if candidate.exists():
+            return candidate
+    return None
 
 
 def load_sklearn_digits() -> ImageSet:

@@ -15,7 +15,9 @@ plain line on stdout saying so, so that grading still runs.
 from __future__ import annotations
 
 import os
+import pickle
 import urllib.error
+import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -143,12 +145,15 @@ def _build(name: str, weights: str, allow_random: bool | None, progress: bool) -
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(FALLBACK_SEED)
             return torchvision.models.get_model(name, weights=None)
+    existed = path.exists()
     try:
         return torchvision.models.get_model(name, weights=entry, progress=progress)
-    except (urllib.error.URLError, OSError, RuntimeError) as exc:
-        if path.exists() and isinstance(exc, RuntimeError) and "state_dict" in str(exc):
+    except (urllib.error.URLError, OSError, RuntimeError, EOFError, pickle.UnpicklingError,
+            zipfile.BadZipFile) as exc:
+        if existed:
             raise WeightsUnavailableError(
-                f"The weights file {path} does not fit {name}: {exc}. Delete it and run "
+                f"The weights file {path} is corrupt or does not fit {name} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}). Delete it and run "
                 f"`python datasets/download.py weights --only {name}`."
             ) from exc
         raise WeightsUnavailableError(

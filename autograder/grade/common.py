@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from cs_lib.checks import check_close
+from cs_lib.checks import check_close, check_tensor
 
 
 def fresh_generator() -> torch.Generator:
@@ -39,4 +39,8 @@ def check_cases(name: str, fn: Callable[..., Any], cases: list[dict[str, Any]], 
     for case in cases:
         inputs = case["inputs"]
         got = call_student(name, fn, *inputs.get("args", ()), **inputs.get("kwargs", {}))
+        expected = case["output"]
+        if isinstance(expected, torch.Tensor):
+            check_tensor(name, got, shape=tuple(expected.shape), dtype=expected.dtype,
+                         hint="Keep the input's dtype: don't convert with .float() or .double().")
         check_close(name, got, case["output"], rtol=rtol, atol=atol, hint=hint)

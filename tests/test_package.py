@@ -1,0 +1,64 @@
+"""Package-level guarantees: cs_lib imports offline, and the reference files reproduce."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from autograder import assignments
+from autograder.references import build_reference, compare_cases, load_reference, reference_path
+
+CS_LIB_MODULES = ["cs_lib", "cs_lib.runtime", "cs_lib.checks", "cs_lib.images", "cs_lib.models",
+                  "cs_lib.data", "cs_lib.plotting"]
+
+
+def test_cs_lib_imports_without_touching_the_network() -> None:
+    code = textwrap.dedent(f"""
+        import socket
+        def refuse(*args, **kwargs):
+            raise SystemExit("network access at import time: " + repr(args))
+        socket.socket.connect = refuse
+        socket.create_connection = refuse
+        socket.getaddrinfo = refuse
+        import importlib
+        for name in {CS_LIB_MODULES!r}:
+            importlib.import_module(name)
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+    assert proc.stderr == "", proc.stderr
+
+
+@pytest.mark.parametrize("assignment", [a for a in assignments() if reference_path(a).exists()])
+def test_regenerating_references_reproduces_the_stored_ones(assignment: str) -> None:
+    import importlib
+
+    module = importlib.import_module(f"autograder.grade.{assignment}")
+    stored = load_reference(assignment)
+    fresh = build_reference(assignment)
+    assert set(stored["meta"]) >= {"torch", "torchvision", "numpy", "python", "seed"}
+    assert stored["meta"]["seed"] == module.REFERENCE_SEED
+    assert compare_cases(stored["cases"], fresh["cases"], module.REFERENCE_RTOL, module.REFERENCE_ATOL) == []
+
+
+def test_references_command_reports_new_unchanged_and_changed(monkeypatch, tmp_path, capsys) -> None:
+    import torch
+
+    from autograder import __main__ as cli
+    from autograder import references
+
+    monkeypatch.setattr(references, "REFERENCE_DIR", tmp_path)
+    assert cli.main(["references", "example"]) == 0
+    assert "example: new reference file" in capsys.readouterr().out
+    assert cli.main(["references", "example", "--check"]) == 0
+    assert "example: unchanged" in capsys.readouterr().out
+    saved = torch.load(tmp_path / "example.pt", weights_only=True)
+    saved["cases"]["softmax"][0]["output"] = saved["cases"]["softmax"][0]["output"] + 1e-3
+    torch.save(saved, tmp_path / "example.pt")
+    assert cli.main(["references", "example", "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "example: CHANGED" in out and "softmax[0]" in out
