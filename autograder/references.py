@@ -28,7 +28,7 @@ def reference_path(assignment: str, directory: Path | None = None) -> Path:
     return (directory or REFERENCE_DIR) / f"{assignment}.pt"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_reference(assignment: str) -> dict[str, Any]:
     """The stored ``{"meta": {...}, "cases": {...}}`` of ``assignment``.
 

@@ -35,7 +35,7 @@ def answer_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
     return cells
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_solutions(assignment: str) -> types.SimpleNamespace:
     """Execute ``assignment``'s import and answer cells; return what they define.
 
