@@ -32,10 +32,12 @@ def execute_notebook(path: Path, grading: bool = True, timeout: int = 300,
     nb = nbformat.read(path, as_version=4)
     env_extra = {"NBGRADER_EXECUTION": "autograde"} if grading else {}
     old = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(kit_environment(env_extra))
+    env = kit_environment(env_extra)
     if not grading:
-        os.environ.pop("NBGRADER_EXECUTION", None)
+        env.pop("NBGRADER_EXECUTION", None)
+        env.pop("CS_KIT_GRADING", None)
+    os.environ.clear()
+    os.environ.update(env)
     try:
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                                 resources={"metadata": {"path": str(cwd or path.parent)}})
