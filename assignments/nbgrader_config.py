@@ -29,3 +29,6 @@ c.IgnorePattern.pattern = r"^(\S.*:\d+: \w*Warning: .*(\n {2}.*)*\n?)+$"
 # What students see in place of removed solutions.
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# A deleted test cell is put back from the source and run, instead of silently not run.
+c.OverwriteCells.add_missing_cells = True

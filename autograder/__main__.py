@@ -1,29 +1,27 @@
 """``python -m autograder <command>``: the kit's grading command line.
 
-Commands:
+Commands (``python -m autograder <command> --help`` for each):
+  release [ASSIGNMENT ...]     check the sources' nbgrader metadata, run generate_assignment, and write
+                               the student bundle dist/<assignment>.zip
+  grade SUBMISSIONS            grade a folder or zip of submissions (nbgrader or LMS layout) in
+                               parallel into an nbgrader course: gradebook.db, grades.csv, tests.csv
+  feedback                     write each student's HTML feedback (hidden tests never shown)
+  export                       write grades.csv (nbgrader's columns) and tests.csv (one row per test)
+  demo                         release, sample submissions, parallel grading, the grade table (offline)
+  gradescope ASSIGNMENT        write dist/<assignment>-gradescope.zip for Gradescope
   references [ASSIGNMENT ...]  regenerate the hidden tests' reference files; say what changed
-  release [ASSIGNMENT ...]     build the student release under assignments/release/
-  demo                         build the release and autograde sample submissions (offline)
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import nbformat
+from autograder import COURSE_DIR, REPO_ROOT, assignments, source_notebook
+from autograder.nbgrader_run import NbgraderError
 
-from autograder import COURSE_DIR, assignments, source_notebook
-from autograder.course import generate_release, make_course_dir
-from autograder.nbgrader_run import NbgraderError, run_nbgrader
-from autograder.samples import answer_ids, blank_submission, correct_submission, with_one_answer_blank
-
-#: Assignments the demo grades (those with hidden-test modules and reference files).
-DEMO_ASSIGNMENTS = ("example",)
+DEFAULT_OUT = "grading_out"
 
 
 def cmd_references(args: argparse.Namespace) -> int:
@@ -46,48 +44,104 @@ def cmd_references(args: argparse.Namespace) -> int:
 
 
 def cmd_release(args: argparse.Namespace) -> int:
+    from autograder.bundle import build_bundle
+    from autograder.course import generate_assignment
+
     names = args.assignments or assignments()
     for name in names:
         source_notebook(name)
-        release = generate_release(COURSE_DIR, name)
-        print(f"{name}: release written to {release}")
+        release = generate_assignment(COURSE_DIR, name)
+        bundle = build_bundle(name, release, Path(args.dist))
+        print(f"{name}: release written to {release}; student bundle {bundle}")
+    return 0
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from autograder.grading import grade
+    from autograder.isolation import network_sandbox_prefix
+    from autograder.scheduler import default_jobs
+
+    limits = _limits(args)
+    jobs = args.jobs or default_jobs()
+    if not args.quiet:
+        note = network_sandbox_prefix()[1] if limits.network_isolation else "network isolation off (--allow-network)"
+        print(f"grading with {jobs} processes; per submission: {limits.timeout:.0f} s, "
+              f"{limits.memory / 1024**3:.1f} GiB; {note}", file=sys.stderr)
+    run = grade(Path(args.submissions), Path(args.out), jobs=jobs, limits=limits, assignment=args.assignment,
+                feedback=args.feedback, progress=not args.quiet, keep_work=args.keep_work)
+    print(run.summary())
+    return 0
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from autograder.feedback import FeedbackLeakError, generate_feedback
+
+    out = Path(args.out)
+    folders = sorted(p for p in (out / "autograded").glob("*/*") if p.is_dir())
+    written, failed = 0, 0
+    for folder in folders:
+        student, name = folder.parent.name, folder.name
+        if (args.assignment and name != args.assignment) or (args.student and student != args.student):
+            continue
+        try:
+            page = generate_feedback(out, name, student)
+        except FeedbackLeakError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        if page is not None:
+            written += 1
+            print(page)
+    print(f"{written} feedback pages written under {out / 'feedback'}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from autograder.grading import db_url, load_results
+    from autograder.results import export_grades, write_test_csv
+
+    out = Path(args.out)
+    if not (out / "gradebook.db").exists():
+        raise FileNotFoundError(f"no gradebook at {out / 'gradebook.db'}; run `python -m autograder grade` first")
+    grades = export_grades(db_url(out), Path(args.to) if args.to else out / "grades.csv")
+    tests = write_test_csv(load_results(out), Path(args.tests_to) if args.tests_to else out / "tests.csv")
+    print(f"{grades}\n{tests}")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    start = time.perf_counter()
-    work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="dlcv-demo-"))
-    if work.exists() and args.out:
-        shutil.rmtree(work)
-    course = make_course_dir(work / "course", list(DEMO_ASSIGNMENTS))
-    for name in DEMO_ASSIGNMENTS:
-        print(f"[{name}] building the student release ...", flush=True)
-        release_dir = generate_release(course, name)
-        source = nbformat.read(source_notebook(name), as_version=4)
-        release = nbformat.read(release_dir / f"{name}.ipynb", as_version=4)
-        correct = correct_submission(source, release)
-        samples = {"correct": correct, "blank": blank_submission(release)}
-        first = answer_ids(source)[0]
-        samples[f"missing_{first}"] = with_one_answer_blank(correct, release, first)
-        for student, nb in samples.items():
-            dest = course / "submitted" / student / name
-            dest.mkdir(parents=True, exist_ok=True)
-            nbformat.write(nb, dest / f"{name}.ipynb")
-        print(f"[{name}] autograding {len(samples)} sample submissions with nbgrader ...", flush=True)
-        run_nbgrader(["autograde", name, "--force"], course)
-    run_nbgrader(["export", "--to", str(work / "grades.csv")], course)
-    _print_grade_table(work / "grades.csv")
-    print(f"\ngrades.csv: {work / 'grades.csv'}  ({time.perf_counter() - start:.1f} s)")
+    from autograder.demo import main as demo_main
+
+    return demo_main(Path(args.out) if args.out else None, args.jobs, args.assignments or None)
+
+
+def cmd_gradescope(args: argparse.Namespace) -> int:
+    from autograder.gradescope import build
+    from autograder.isolation import parse_size
+
+    path = build(args.assignment, Path(args.dist), timeout=args.timeout, memory=parse_size(args.memory_limit))
+    print(f"{args.assignment}: Gradescope autograder bundle {path}")
     return 0
 
 
-def _print_grade_table(csv_path: Path) -> None:
-    import csv
+def _limits(args: argparse.Namespace):  # -> autograder.worker.Limits
+    from autograder.isolation import parse_size
+    from autograder.worker import Limits
 
-    rows = list(csv.DictReader(open(csv_path, newline="")))
-    print(f"\n{'assignment':<24}{'student':<28}{'score':>8}{'max':>8}")
-    for r in sorted(rows, key=lambda r: (r["assignment"], r["student_id"])):
-        print(f"{r['assignment']:<24}{r['student_id']:<28}{float(r['score']):>8.1f}{float(r['max_score']):>8.1f}")
+    return Limits(timeout=args.timeout, cell_timeout=args.cell_timeout,
+                  memory=parse_size(args.memory_limit) if args.memory_limit else _default_memory(args.jobs),
+                  max_output_chars=args.max_output, max_restarts=args.max_restarts,
+                  network_isolation=not args.allow_network, strict_stderr=args.strict_stderr)
+
+
+def _default_memory(jobs: int | None) -> int:
+    """4 GiB, or less so that all parallel kernels together stay within 80% of the RAM."""
+    import psutil
+
+    from autograder.scheduler import default_jobs
+
+    share = 0.8 * psutil.virtual_memory().total / (jobs or default_jobs())
+    return int(min(4 * 1024**3, share))
 
 
 def _has_grade_module(name: str) -> bool:
@@ -97,29 +151,115 @@ def _has_grade_module(name: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__, formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("references", help="regenerate the hidden tests' reference files")
+
+    p = sub.add_parser("references", help="regenerate the hidden tests' reference files",
+                       description="Regenerate autograder/references/<assignment>.pt and say which changed.")
     p.add_argument("assignments", nargs="*", help="assignments (default: all with hidden tests)")
     p.add_argument("--check", action="store_true", help="exit 1 if a reference changed beyond tolerance")
     p.set_defaults(func=cmd_references)
-    p = sub.add_parser("release", help="build the student release with nbgrader generate_assignment")
+
+    p = sub.add_parser("release", help="build the student release and bundle", formatter_class=fmt,
+                       description="Check each source notebook's nbgrader metadata (duplicate grade_ids, test "
+                                   "cells without points, solution or hidden-test delimiters in the wrong cells), "
+                                   "run nbgrader generate_assignment into assignments/release/, and write the "
+                                   "student bundle <dist>/<assignment>.zip (release notebook, cs_lib, "
+                                   "requirements-student.txt, setup_colab.sh, datasets/download.py).\n\n"
+                                   "example: python -m autograder release network_visualization")
     p.add_argument("assignments", nargs="*", help="assignments (default: all)")
+    p.add_argument("--dist", default=str(REPO_ROOT / "dist"), help="where the zips go (default: dist/)")
     p.set_defaults(func=cmd_release)
-    p = sub.add_parser("demo", help="build the release and autograde sample submissions, offline")
+
+    p = sub.add_parser("grade", help="grade submissions in parallel", formatter_class=fmt,
+                       description="Grade every notebook under SUBMISSIONS, each in its own process and temporary "
+                                   "nbgrader course, and merge the grades into the nbgrader course --out "
+                                   "(gradebook.db, submitted/, autograded/, grades.csv, tests.csv).\n\n"
+                                   "SUBMISSIONS: a folder or .zip in nbgrader's layout "
+                                   "(submitted/<student>/<assignment>/<assignment>.ipynb) or an LMS export "
+                                   "(<student>_<anything>.ipynb; the newest file per student wins).\n\n"
+                                   "examples:\n"
+                                   "  python -m autograder grade submissions.zip --out grading_out\n"
+                                   "  python -m autograder grade canvas/ --assignment style_transfer --jobs 8 "
+                                   "--memory-limit 6GiB")
+    p.add_argument("submissions", help="folder or zip of submissions")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"output nbgrader course (default: {DEFAULT_OUT}/)")
+    p.add_argument("--jobs", "-j", type=int, default=None, help="submissions graded at once (default: CPU cores)")
+    p.add_argument("--assignment", help="grade LMS-style files as this assignment (default: from the file name "
+                                        "or the notebook's cells)")
+    p.add_argument("--timeout", type=float, default=1800.0,
+                   help="wall-clock seconds per submission (default: 1800)")
+    p.add_argument("--cell-timeout", type=float, default=None,
+                   help="seconds per cell (default: Execute.timeout of assignments/nbgrader_config.py)")
+    p.add_argument("--memory-limit", default=None,
+                   help="resident memory per submission, e.g. 3GiB (default: 4GiB or 80%% of RAM / jobs)")
+    p.add_argument("--max-output", type=int, default=1_000_000, help="output characters kept per cell")
+    p.add_argument("--max-restarts", type=int, default=3, help="kernel restarts per submission after a crash")
+    p.add_argument("--allow-network", action="store_true", help="do not cut the kernels off the network")
+    p.add_argument("--strict-stderr", action="store_true",
+                   help="score stderr output in a test cell as a failure, as plain nbgrader does")
+    p.add_argument("--no-feedback", dest="feedback", action="store_false",
+                   help="skip the students' HTML feedback pages (written by default)")
+    p.add_argument("--keep-work", action="store_true", help="keep the temporary per-submission courses")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("feedback", help="write HTML feedback without hidden tests", formatter_class=fmt,
+                       description="Render <out>/autograded/<student>/<assignment> to "
+                                   "<out>/feedback/<student>/<assignment>/<assignment>.html with nbgrader's feedback "
+                                   "template and the gradebook's scores (manual grades included). Hidden-test code, "
+                                   "and the frames and lines of hidden tests in tracebacks, are removed.\n\n"
+                                   "example: python -m autograder feedback --out grading_out --student smithjohn")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"the graded course (default: {DEFAULT_OUT}/)")
+    p.add_argument("--assignment", help="only this assignment")
+    p.add_argument("--student", help="only this student")
+    p.set_defaults(func=cmd_feedback)
+
+    p = sub.add_parser("export", help="write grades.csv and tests.csv", formatter_class=fmt,
+                       description="Write grades.csv with nbgrader's CSV export (as `nbgrader export`; manual "
+                                   "grades from formgrade included) and the per-test tests.csv.\n\n"
+                                   "example: python -m autograder export --out grading_out --to final.csv")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"the graded course (default: {DEFAULT_OUT}/)")
+    p.add_argument("--to", help="grades CSV path (default: <out>/grades.csv)")
+    p.add_argument("--tests-to", help="per-test CSV path (default: <out>/tests.csv)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("demo", help="release, sample submissions, parallel grading (offline)",
+                       description="Build every assignment's release (those with an autograder/grade module), "
+                                   "make four sample submissions each (correct, blank, one wrong function, one "
+                                   "that crashes its kernel halfway), grade them in parallel and print the table.")
+    p.add_argument("assignments", nargs="*", help="assignments (default: all with an autograder/grade module)")
     p.add_argument("--out", help="working folder (default: a new temporary folder)")
+    p.add_argument("--jobs", "-j", type=int, default=None, help="submissions graded at once (default: CPU cores)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("gradescope", help="write the Gradescope autograder zip", formatter_class=fmt,
+                       description="Write <dist>/<assignment>-gradescope.zip (setup.sh, run_autograder, the "
+                                   "grader). Upload it as a Gradescope programming assignment's autograder; "
+                                   "students submit <assignment>.ipynb.\n\n"
+                                   "example: python -m autograder gradescope style_transfer")
+    p.add_argument("assignment")
+    p.add_argument("--dist", default=str(REPO_ROOT / "dist"), help="where the zip goes (default: dist/)")
+    p.add_argument("--timeout", type=float, default=1200.0, help="seconds per submission (default: 1200)")
+    p.add_argument("--memory-limit", default="3GiB", help="resident memory per submission (default: 3GiB)")
+    p.set_defaults(func=cmd_gradescope)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from autograder.bundle import BundleError
+    from autograder.metadata_check import MetadataError
+
     try:
         return args.func(args)
-    except (NbgraderError, FileNotFoundError) as exc:
+    except (NbgraderError, FileNotFoundError, MetadataError, BundleError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -30,6 +30,17 @@ def kit_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def use_kit_path() -> None:
+    """Put this interpreter's ``bin`` folder first on this process's ``PATH``.
+
+    nbgrader run in-process shells out to ``alembic`` when it creates a gradebook.
+    """
+    bindir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[:1] != [bindir]:
+        os.environ["PATH"] = bindir + os.pathsep + path
+
+
 def run_nbgrader(args: Sequence[str], course_dir: Path, timeout: float | None = None,
                  check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run ``nbgrader <args>`` with ``course_dir`` as working directory.

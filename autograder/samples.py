@@ -1,20 +1,31 @@
-"""Sample submissions made from a source notebook, for the demo and the tests.
+"""Sample submissions made from a source notebook, for the demo, the benchmark and the tests.
 
 - :func:`correct_submission`: the release with every answer cell filled in with the
   reference solution (what a student who got everything right submits);
 - :func:`blank_submission`: the release as students get it;
-- :func:`with_one_answer_blank`: a correct submission with one answer cell reset to
-  its stub.
+- :func:`with_one_answer_blank`: a correct submission with one answer cell reset to its stub;
+- :func:`with_answer_body`: a correct submission with one function's body replaced, e.g. by
+  :func:`wrong_body` (a plausible wrong answer) or :data:`CRASH_BODY` (kills the kernel);
+- :func:`wrong_body`: the grade module's ``WRONG_ANSWERS[grade_id]`` if it defines one, else
+  ``return <first argument>``.
 """
 
 from __future__ import annotations
 
+import ast
 import copy
+import importlib
 import re
+import textwrap
 
 import nbformat
 
 _DELIMITER = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$\n?", re.MULTILINE)
+_REGION = re.compile(r"^([ \t]*)### BEGIN SOLUTION[^\n]*\n.*?^[ \t]*### END SOLUTION[^\n]*(\n|$)",
+                     re.MULTILINE | re.DOTALL)
+
+#: A function body that ends the kernel process as soon as the function is called.
+CRASH_BODY = "import os\nos._exit(3)  # a hard crash: the kernel process dies"
 
 
 def answer_ids(nb: nbformat.NotebookNode) -> list[str]:
@@ -53,3 +64,52 @@ def with_one_answer_blank(correct: nbformat.NotebookNode, release: nbformat.Note
         if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
             cell.source = stubs[grade_id]
     return nb
+
+
+def with_answer_body(correct: nbformat.NotebookNode, source: nbformat.NotebookNode, grade_id: str,
+                     body: str) -> nbformat.NotebookNode:
+    """``correct`` with the solution region of answer ``grade_id`` replaced by ``body``.
+
+    ``body`` is dedented and indented like the ``### BEGIN SOLUTION`` line it replaces.
+    """
+    cell_source = _source_cell(source, grade_id).source
+    match = _REGION.search(cell_source)
+    if match is None:
+        raise ValueError(f"answer cell '{grade_id}' has no ### BEGIN/END SOLUTION region")
+    indent = match.group(1)
+    new_body = textwrap.indent(textwrap.dedent(body).strip("\n"), indent) + "\n"
+    replaced = cell_source[: match.start()] + new_body + cell_source[match.end():]
+    nb = copy.deepcopy(correct)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
+            cell.source = _DELIMITER.sub("", replaced)
+    return nb
+
+
+def wrong_body(assignment: str, source: nbformat.NotebookNode, grade_id: str) -> str:
+    """A plausible wrong body for answer ``grade_id``.
+
+    The grade module ``autograder.grade.<assignment>`` may define
+    ``WRONG_ANSWERS = {grade_id: "body source"}``; otherwise the body returns the function's
+    first argument unchanged.
+    """
+    try:
+        module = importlib.import_module(f"autograder.grade.{assignment}")
+    except ModuleNotFoundError:
+        module = None
+    answers = getattr(module, "WRONG_ANSWERS", {}) or {}
+    if grade_id in answers:
+        return answers[grade_id]
+    tree = ast.parse(_DELIMITER.sub("", _source_cell(source, grade_id).source))
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            args = [a.arg for a in node.args.posonlyargs + node.args.args]
+            return f"return {args[0]}" if args else "return None"
+    return "pass"
+
+
+def _source_cell(source: nbformat.NotebookNode, grade_id: str) -> nbformat.NotebookNode:
+    for cell in source.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
+            return cell
+    raise KeyError(f"no cell with grade_id '{grade_id}' in the source notebook")

@@ -1,0 +1,121 @@
+"""``python -m autograder demo``: release, sample submissions, parallel grading, the grade table.
+
+Every assignment that has a source notebook *and* a hidden-test module
+``autograder/grade/<assignment>.py`` takes part (:func:`demo_assignments`), so a new
+assignment joins the demo without code changes. For each, four students submit:
+
+- ``correct``: the reference solutions (full marks);
+- ``blank``: the release untouched (zero);
+- ``wrong-<function>``: one plausible wrong answer (``WRONG_ANSWERS`` of the grade module, or
+  a body that returns its first argument): loses that function's test;
+- ``crash-<function>``: a function that kills the kernel when called, halfway through the
+  notebook: loses that test (and any later test that calls it), keeps every other point.
+
+Everything runs offline in a temporary folder (or ``--out``); the release bundle is written
+there too. The demo checks the two grades it can be sure of (correct = full, blank = 0;
+the others below full) and exits non-zero if they differ.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+from autograder import assignments, source_notebook
+from autograder.bundle import build_bundle
+from autograder.course import generate_assignment, make_course_dir
+from autograder.grading import GradingRun, grade
+from autograder.samples import (
+    CRASH_BODY,
+    answer_ids,
+    blank_submission,
+    correct_submission,
+    with_answer_body,
+    wrong_body,
+)
+from autograder.worker import Limits
+
+
+def demo_assignments() -> list[str]:
+    """Assignments with a source notebook and an ``autograder/grade/<name>.py`` module."""
+    return [a for a in assignments() if importlib.util.find_spec(f"autograder.grade.{a}") is not None]
+
+
+def sample_submissions(assignment: str, source: nbformat.NotebookNode,
+                       release: nbformat.NotebookNode) -> dict[str, nbformat.NotebookNode]:
+    """The four demo students' notebooks for ``assignment``, by student id."""
+    correct = correct_submission(source, release)
+    ids = answer_ids(source)
+    samples = {"correct": correct, "blank": blank_submission(release)}
+    if ids:
+        wrong = ids[0]
+        samples[f"wrong-{wrong}"] = with_answer_body(correct, source, wrong, wrong_body(assignment, source, wrong))
+        crash = ids[len(ids) // 2]
+        samples[f"crash-{crash}"] = with_answer_body(correct, source, crash, CRASH_BODY)
+    return samples
+
+
+def run_demo(out: Path | None = None, jobs: int | None = None, limits: Limits | None = None,
+             progress: bool = True, names: list[str] | None = None) -> tuple[GradingRun, list[str]]:
+    """Build the releases and bundles, write the samples, grade them; return the run and any problems.
+
+    Args:
+        out: working folder (emptied first); default: a new temporary folder.
+        jobs: grading processes at a time (default: the number of cores).
+        limits: per-submission limits.
+        progress: draw a progress bar.
+        names: assignments (default: :func:`demo_assignments`).
+    """
+    work = Path(out) if out else Path(tempfile.mkdtemp(prefix="dlcv-demo-"))
+    if out and work.exists():
+        shutil.rmtree(work)
+    names = names or demo_assignments()
+    if not names:
+        raise FileNotFoundError("no assignment has both a source notebook and an autograder/grade module")
+    course = make_course_dir(work / "course", names)
+    for name in names:
+        print(f"[{name}] building the student release and bundle ...", flush=True)
+        release_dir = generate_assignment(course, name)
+        build_bundle(name, release_dir, work / "dist")
+        source = nbformat.read(source_notebook(name), as_version=4)
+        release = nbformat.read(release_dir / f"{name}.ipynb", as_version=4)
+        for student, nb in sample_submissions(name, source, release).items():
+            dest = work / "submitted" / student / name
+            dest.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, dest / f"{name}.ipynb")
+    print(f"grading the sample submissions of {', '.join(names)} in parallel ...", flush=True)
+    run = grade(work / "submitted", work / "graded", jobs=jobs, limits=limits, feedback=True, progress=progress)
+    return run, check_demo(run)
+
+
+def check_demo(run: GradingRun) -> list[str]:
+    """Problems with the demo's grades: correct gets every autograded point, blank 0, the others less."""
+    problems = []
+    for r in run.results:
+        full = sum(t.max_points for t in r.tests if not t.manual)  # answers graded by hand score 0 here
+        if r.student == "correct" and r.score != full:
+            problems.append(f"{r.assignment}/correct got {r.score:g} of {full:g}")
+        elif r.student == "blank" and r.score != 0:
+            problems.append(f"{r.assignment}/blank got {r.score:g}, expected 0")
+        elif r.student.startswith(("wrong-", "crash-")) and not 0 <= r.score < full:
+            problems.append(f"{r.assignment}/{r.student} got {r.score:g} of {full:g}, expected less")
+    return problems
+
+
+def main(out: Path | None, jobs: int | None, names: list[str] | None = None) -> int:
+    """The ``demo`` command: print the table and where everything is; 1 if a grade is off."""
+    start = time.perf_counter()
+    run, problems = run_demo(out, jobs, names=names)
+    print()
+    print(run.summary())
+    print(f"\nfeedback pages: {run.out / 'feedback'}\nstudent bundles: {run.out.parent / 'dist'}")
+    if problems:
+        print("\nDEMO CHECK FAILED:\n  " + "\n  ".join(problems))
+        return 1
+    print(f"demo check passed ({time.perf_counter() - start:.0f} s)")
+    return 0

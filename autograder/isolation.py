@@ -1,0 +1,214 @@
+"""Keep one submission's kernel from hurting the grading machine: memory, network, stray processes.
+
+- :class:`MemoryWatchdog` polls the resident memory (RSS) of a kernel and of every process
+  it started, and kills them all when the sum goes over the limit. ``RLIMIT_AS`` is not
+  used: CUDA reserves huge virtual address ranges, so an address-space limit breaks every
+  GPU kernel while a resident-memory limit does not.
+- :func:`network_sandbox_prefix` finds a way to start the kernel without network access
+  (``unshare --net``, or ``unshare --net --map-root-user`` for an unprivileged user). Where
+  neither works (no ``unshare``, user namespaces disabled, macOS) the kernel keeps the
+  machine's network, and :func:`network_sandbox_prefix` says so.
+- :class:`SandboxedKernelManager` starts kernels through that prefix. A kernel in its own
+  network namespace cannot reach the grader over TCP loopback, so it talks over Unix
+  sockets (``transport = "ipc"``) instead.
+- :func:`kill_process_tree` ends a process and all its descendants.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+
+import psutil
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import List, Unicode
+
+GiB = 1024**3
+
+
+def parse_size(text: str | float | int) -> int:
+    """Bytes in ``"2GiB"``, ``"512MiB"``, ``"4G"``, ``"1.5e9"`` or a number.
+
+    Raises:
+        ValueError: on an unknown unit or a non-positive size.
+    """
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        s = text.strip().lower().replace(" ", "")
+        units = {"kib": 1024, "mib": 1024**2, "gib": GiB, "tib": 1024**4,
+                 "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+                 "k": 1024, "m": 1024**2, "g": GiB, "t": 1024**4, "b": 1}
+        for unit, factor in sorted(units.items(), key=lambda kv: -len(kv[0])):
+            if s.endswith(unit):
+                value = float(s[: -len(unit)]) * factor
+                break
+        else:
+            value = float(s)
+    if value <= 0:
+        raise ValueError(f"a size must be positive, got {text!r}")
+    return int(value)
+
+
+def format_size(n: float) -> str:
+    """``2147483648`` -> ``"2.0 GiB"``."""
+    for unit, factor in (("GiB", GiB), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= factor:
+            return f"{n / factor:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+def process_tree_rss(pid: int) -> int:
+    """Resident memory in bytes of process ``pid`` plus all its descendants (0 if gone)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def kill_process_tree(pid: int, sig: int = signal.SIGKILL) -> None:
+    """Send ``sig`` to ``pid`` and every descendant, children first; ignore the ones already gone."""
+    try:
+        root = psutil.Process(pid)
+        procs = [*root.children(recursive=True), root]
+    except psutil.Error:
+        return
+    for proc in procs:
+        try:
+            proc.send_signal(sig)
+        except psutil.Error:
+            pass
+
+
+class MemoryWatchdog:
+    """Kill a kernel (and its children) whose resident memory goes over ``limit_bytes``.
+
+    A daemon thread samples the process tree every ``interval`` seconds. After a kill,
+    :attr:`reason` says what happened (the kernel client then sees a dead kernel).
+
+    Args:
+        limit_bytes: the resident-memory limit for the whole process tree.
+        interval: seconds between samples; memory fills at a few GB/s, so 50 ms lets a
+            runaway allocation overshoot the limit by a few hundred MB at most.
+    """
+
+    def __init__(self, limit_bytes: int, interval: float = 0.05) -> None:
+        self.limit = int(limit_bytes)
+        self.interval = interval
+        self.peak = 0
+        self.reason: str | None = None
+        self._pid: int | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="memory-watchdog", daemon=True)
+        self._thread.start()
+
+    def watch(self, pid: int | None) -> None:
+        """Watch process ``pid`` from now on (``None``: watch nothing); clears :attr:`reason`."""
+        with self._lock:
+            self._pid = pid
+            self.reason = None
+
+    def stop(self) -> None:
+        """End the sampling thread."""
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                pid = self._pid
+            if pid is None:
+                continue
+            rss = process_tree_rss(pid)
+            self.peak = max(self.peak, rss)
+            if rss > self.limit:
+                with self._lock:
+                    if self._pid != pid:
+                        continue
+                    self.reason = (f"memory limit exceeded: the kernel used {format_size(rss)} "
+                                   f"(limit {format_size(self.limit)})")
+                    self._pid = None
+                kill_process_tree(pid)
+
+
+@functools.lru_cache(maxsize=1)
+def network_sandbox_prefix() -> tuple[tuple[str, ...], str]:
+    """A command prefix that starts a program without network access, and a description.
+
+    Returns:
+        ``(prefix, note)``: ``prefix`` is empty when no sandbox works on this machine, and
+        ``note`` then says why.
+    """
+    if os.environ.get("DLCV_GRADING_NETWORK") == "allow":
+        return (), "network isolation switched off (DLCV_GRADING_NETWORK=allow)"
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return (), "no network isolation: the `unshare` command is not available"
+    for prefix in ((unshare, "--net"), (unshare, "--net", "--map-root-user")):
+        try:
+            ok = subprocess.run([*prefix, "true"], capture_output=True, timeout=10).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            ok = False
+        if ok:
+            return prefix, "kernels run without network (" + " ".join(os.path.basename(p) for p in prefix) + ")"
+    return (), "no network isolation: `unshare --net` is not permitted here (user namespaces disabled?)"
+
+
+class SandboxedKernelManager(AsyncKernelManager):
+    """A kernel manager that starts the kernel behind :attr:`command_prefix` (e.g. ``unshare --net``).
+
+    With a non-empty prefix the kernel has no network, so the manager switches the
+    kernel's sockets to the ``ipc`` transport (Unix domain sockets in the runtime folder).
+    """
+
+    command_prefix = List(Unicode(), default_value=[], help="argv put in front of the kernel command").tag(
+        config=True)
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        if self.command_prefix:
+            self.transport = "ipc"
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        return [*self.command_prefix, *super().format_kernel_cmd(extra_arguments)]
+
+
+def exit_description(returncode: int | None) -> str:
+    """Say how a process ended: ``-11`` -> ``"the kernel crashed (signal SIGSEGV ...)"``."""
+    if returncode is None:
+        return "the kernel stopped responding"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = {"SIGSEGV": " (segmentation fault)", "SIGKILL": " (killed)", "SIGABRT": " (abort)",
+                "SIGBUS": " (bus error)"}.get(name, "")
+        return f"the kernel crashed with {name}{hint}"
+    return f"the kernel process exited with code {returncode} (os._exit, exit() or a fatal error)"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)

@@ -1,0 +1,317 @@
+"""Grading results: per-test rows, their merge into one nbgrader gradebook, the CSVs, the summary.
+
+A worker (:mod:`autograder.worker`) grades one submission in its own course directory and
+returns a :class:`SubmissionResult`: the grades and comments nbgrader saved in that
+course's gradebook, and one :class:`TestResult` per graded cell. :func:`merge_into_gradebook`
+writes them into the output course's ``gradebook.db`` through nbgrader's Gradebook API,
+so ``nbgrader export``, ``formgrade`` and ``generate_feedback`` work on the result as on any
+nbgrader course. :func:`export_grades` writes ``grades.csv`` with nbgrader's own CSV export
+plugin (the same columns and formatting as ``nbgrader export``), :func:`write_test_csv`
+the per-test CSV.
+
+Test statuses:
+
+- ``passed``: the test cell ran without error and earned its points;
+- ``failed``: a test ran and found a wrong answer (``AssertionError``), or earned partial
+  credit;
+- ``error``: the test cell raised something else (``NameError``, ``NotImplementedError``
+  turned into a message, ...), timed out, or the kernel died in it (the reason says why);
+- ``not_run``: the cell never ran (the notebook could not be graded, the kernel was given
+  up on, the time budget was spent, or it is graded by hand).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nbformat import NotebookNode
+
+from autograder.executor import KERNEL_DIED, NOT_RUN, TIMEOUT
+from autograder.redact import scrub_text
+from autograder.tampering import CellChange, grade_id_of, is_graded
+
+STATUSES = ("passed", "failed", "error", "not_run")
+TEST_COLUMNS = ("student", "assignment", "grade_id", "points", "max_points", "status", "reason", "tampering",
+                "notes")
+_REASON_CHARS = 400
+
+
+@dataclass
+class TestResult:
+    """The outcome of one graded cell."""
+
+    grade_id: str
+    points: float
+    max_points: float
+    status: str
+    reason: str = ""
+    tampering: str = ""
+    manual: bool = False  # graded by hand (an answer cell, e.g. a markdown question)
+
+
+@dataclass
+class SubmissionResult:
+    """Everything the parent process needs from one graded submission (JSON-serializable)."""
+
+    student: str
+    assignment: str
+    origin: str
+    timestamp: str | None = None
+    graded: bool = True  # False: rejected or crashed before nbgrader saved grades
+    notes: list[str] = field(default_factory=list)
+    tests: list[TestResult] = field(default_factory=list)
+    #: nbgrader Grade rows: {notebook, cell, auto_score, manual_score, extra_credit, needs_manual_grade}
+    grades: list[dict[str, Any]] = field(default_factory=list)
+    #: nbgrader Comment rows: {notebook, cell, auto_comment, manual_comment}
+    comments: list[dict[str, Any]] = field(default_factory=list)
+    late_penalties: dict[str, float | None] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # "submitted"/"autograded"/"feedback" -> path
+
+    @property
+    def score(self) -> float:
+        return sum(t.points for t in self.tests)
+
+    @property
+    def max_score(self) -> float:
+        return sum(t.max_points for t in self.tests)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> SubmissionResult:
+        data = json.loads(text)
+        data["tests"] = [TestResult(**t) for t in data.get("tests", [])]
+        return cls(**data)
+
+
+def release_tests(release: NotebookNode) -> list[tuple[str, float]]:
+    """``(grade_id, points)`` of the release's graded cells, in notebook order."""
+    return [(gid, float(c.metadata["nbgrader"].get("points", 0))) for c in release.cells
+            if is_graded(c) and (gid := grade_id_of(c))]
+
+
+def rejected_result(student: str, assignment: str, origin: str, release: NotebookNode, reason: str,
+                    timestamp: str | None = None, notes: list[str] | None = None) -> SubmissionResult:
+    """A submission that could not be graded: every test ``not_run`` with 0 points and ``reason``."""
+    tests = [TestResult(gid, 0.0, pts, "not_run", reason) for gid, pts in release_tests(release)]
+    return SubmissionResult(student, assignment, origin, timestamp, graded=False, notes=[*(notes or []), reason],
+                            tests=tests)
+
+
+def test_results(autograded: NotebookNode, release: NotebookNode, scores: dict[str, tuple[float | None, float]],
+                 changes: list[CellChange], hidden: set[str]) -> list[TestResult]:
+    """One :class:`TestResult` per graded cell of the release, from the autograded notebook.
+
+    Args:
+        autograded: the notebook after nbgrader's autograde (with the executor's
+            ``metadata.autograder`` outcomes).
+        release: the release notebook (which tests exist, in which order).
+        scores: ``grade_id -> (auto_score, max_score)`` from the gradebook.
+        changes: tampering found before grading.
+        hidden: hidden-test lines to keep out of the reasons.
+    """
+    cells = {gid: c for c in autograded.cells if (gid := grade_id_of(c))}
+    tampering: dict[str, list[str]] = {}
+    for change in changes:
+        tampering.setdefault(change.grade_id, []).append(change.detail)
+    results = []
+    for gid, max_points in release_tests(release):
+        auto, max_score = scores.get(gid, (None, max_points))
+        cell = cells.get(gid)
+        points = float(auto or 0.0)
+        status, reason = _status(cell, auto, max_score)
+        manual = cell is not None and bool(cell.metadata.get("nbgrader", {}).get("solution"))
+        results.append(TestResult(gid, points, float(max_score), status, scrub_text(reason, hidden)[:_REASON_CHARS],
+                                  "; ".join(tampering.get(gid, [])), manual))
+    return results
+
+
+def _status(cell: NotebookNode | None, auto: float | None, max_points: float) -> tuple[str, str]:
+    if cell is None:
+        return "not_run", "the test cell is missing from the graded notebook"
+    points = float(auto or 0.0)
+    meta = cell.metadata.get("nbgrader", {})
+    if meta.get("solution"):  # an answer graded by hand (e.g. a markdown question): nbgrader gives
+        # 0 to an unchanged stub and leaves anything else to a human
+        return ("failed", "no answer") if auto == 0 else ("not_run", "graded by hand")
+    outcome = cell.metadata.get("autograder", {})
+    kind, why = outcome.get("outcome"), outcome.get("reason") or ""
+    errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    if kind == "not_run" or (kind is None and not cell.get("outputs") and cell.get("execution_count") is None):
+        return "not_run", why or "the cell was not run"
+    if kind == "died":
+        return "error", f"the kernel died while running this test: {why}"
+    if kind == "timeout":
+        return "error", f"timed out: {why}"
+    if errors:
+        err = errors[-1]
+        first = _first_line(err.get("evalue", ""))
+        if err.get("ename") == "AssertionError":
+            return "failed", first or "AssertionError"
+        if err.get("ename") in (KERNEL_DIED, TIMEOUT, NOT_RUN):
+            return "error", first
+        if err.get("ename") == "NotImplementedError" and not first:
+            return "error", "NotImplementedError: the function is not implemented yet"
+        return "error", f"{err.get('ename')}: {first}" if first else str(err.get("ename"))
+    if points >= max_points:
+        stderr = cell.metadata.get("autograder", {}).get("stderr")
+        return "passed", "wrote to stderr (not counted as a failure)" if stderr else ""
+    if any(o.get("output_type") == "stream" and o.get("name") == "stderr" for o in cell.get("outputs", [])):
+        return "failed", "the cell wrote to stderr, which nbgrader scores as a failure"
+    return "failed", f"partial credit {points:g}/{max_points:g}"
+
+
+def _first_line(text: str) -> str:
+    lines = [line for line in str(text).splitlines() if line.strip()]
+    return lines[0].strip() if lines else ""
+
+
+# -- the gradebook --------------------------------------------------------------------------
+
+
+def merge_into_gradebook(db_url: str, result: SubmissionResult, notebook_ids: list[str]) -> None:
+    """Write one submission into the output gradebook, replacing an earlier one of that student.
+
+    Args:
+        db_url: the output course's gradebook.
+        result: the worker's result.
+        notebook_ids: the assignment's notebook names (to zero a rejected submission).
+    """
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with Gradebook(db_url) as gb, quiet_sqlalchemy():
+        gb.update_or_create_student(result.student)
+        try:
+            gb.remove_submission(result.assignment, result.student)
+        except MissingEntry:
+            pass
+        stamp = readable_timestamp(result.timestamp)
+        kwargs = {"timestamp": stamp} if stamp else {}
+        gb.add_submission(result.assignment, result.student, **kwargs)
+        if result.graded:
+            for row in result.grades:
+                grade = gb.find_grade(row["cell"], row["notebook"], result.assignment, result.student)
+                grade.auto_score = row["auto_score"]
+                grade.manual_score = row["manual_score"]
+                grade.extra_credit = row["extra_credit"]
+                grade.needs_manual_grade = row["needs_manual_grade"]
+            for row in result.comments:
+                comment = gb.find_comment(row["cell"], row["notebook"], result.assignment, result.student)
+                comment.auto_comment = row["auto_comment"]
+                comment.manual_comment = row["manual_comment"]
+            for notebook, penalty in result.late_penalties.items():
+                gb.find_submission_notebook(notebook, result.assignment, result.student) \
+                    .late_submission_penalty = penalty
+        else:  # what nbgrader does for a notebook that was not submitted: zero, nothing to grade by hand
+            for notebook in notebook_ids:
+                for grade in gb.find_submission_notebook(notebook, result.assignment, result.student).grades:
+                    grade.auto_score = 0
+                    grade.needs_manual_grade = False
+        gb.db.commit()
+
+
+def readable_timestamp(text: str | None) -> str | None:
+    """``text`` if nbgrader can read it as a time stamp, else None."""
+    from nbgrader.utils import parse_utc
+
+    if not text:
+        return None
+    try:
+        parse_utc(text)
+    except (ValueError, OverflowError):
+        return None
+    return text
+
+
+@contextlib.contextmanager
+def quiet_sqlalchemy() -> Iterator[None]:
+    """Silence the SAWarning nbgrader's ``add_submission`` triggers under SQLAlchemy 2 (harmless)."""
+    from sqlalchemy.exc import SAWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SAWarning)
+        yield
+
+
+def gradebook_rows(db_url: str, assignment: str, student: str) -> tuple[list[dict], list[dict], dict]:
+    """Grades, comments and late penalties of one submission, as :class:`SubmissionResult` wants them."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(db_url) as gb:
+        submission = gb.find_submission(assignment, student)
+        grades, comments, penalties = [], [], {}
+        for nb in submission.notebooks:
+            penalties[nb.name] = nb.late_submission_penalty
+            for g in nb.grades:
+                grades.append({"notebook": nb.name, "cell": g.name, "auto_score": g.auto_score,
+                               "manual_score": g.manual_score, "extra_credit": g.extra_credit,
+                               "needs_manual_grade": bool(g.needs_manual_grade), "max_score": g.max_score})
+            for c in nb.comments:
+                comments.append({"notebook": nb.name, "cell": c.name, "auto_comment": c.auto_comment,
+                                 "manual_comment": c.manual_comment})
+    return grades, comments, penalties
+
+
+def export_grades(db_url: str, dest: Path) -> Path:
+    """``grades.csv`` by nbgrader's CSV export plugin (what ``nbgrader export`` writes)."""
+    from nbgrader.api import Gradebook
+    from nbgrader.plugins import CsvExportPlugin
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with Gradebook(db_url) as gb:
+        CsvExportPlugin(to=str(dest)).export(gb)
+    return dest
+
+
+def write_test_csv(results: list[SubmissionResult], dest: Path) -> Path:
+    """The per-test CSV: one row per (submission, graded cell); columns :data:`TEST_COLUMNS`."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(TEST_COLUMNS)
+        for r in sorted(results, key=lambda r: (r.assignment, r.student)):
+            notes = "; ".join(r.notes)
+            for t in r.tests:
+                writer.writerow([r.student, r.assignment, t.grade_id, f"{t.points:g}", f"{t.max_points:g}",
+                                 t.status, t.reason, t.tampering, notes])
+    return dest
+
+
+def summary_table(results: list[SubmissionResult]) -> str:
+    """A plain-text table: one line per submission with its score and test statuses."""
+    rows = sorted(results, key=lambda r: (r.assignment, r.student))
+    width = max([len(r.student) for r in rows] + [7])
+    awidth = max([len(r.assignment) for r in rows] + [10])
+    head = (f"{'assignment':<{awidth}}  {'student':<{width}}  {'score':>6} {'max':>5}  "
+            f"{'pass':>4} {'fail':>4} {'err':>4} {'skip':>4}  notes")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        counts = {s: sum(t.status == s for t in r.tests) for s in STATUSES}
+        note = _short_note(r)
+        lines.append(f"{r.assignment:<{awidth}}  {r.student:<{width}}  {r.score:>6.1f} {r.max_score:>5.1f}  "
+                     f"{counts['passed']:>4} {counts['failed']:>4} {counts['error']:>4} {counts['not_run']:>4}  "
+                     f"{note}")
+    return "\n".join(lines)
+
+
+def _short_note(r: SubmissionResult) -> str:
+    bits = []
+    if not r.graded:
+        bits.append(r.notes[-1] if r.notes else "not graded")
+    else:
+        problems = [f"{t.grade_id}: {t.reason}" for t in r.tests if t.status == "error"]
+        bits.extend(problems[:1])
+        if any(t.tampering for t in r.tests) or any("locked cell" in n for n in r.notes):
+            bits.append("tampering repaired")
+        bits.extend(n for n in r.notes if n.startswith("newest of"))
+    text = "; ".join(bits)
+    return text if len(text) <= 90 else text[:87] + "..."

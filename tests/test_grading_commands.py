@@ -1,0 +1,161 @@
+"""The commands end to end on the example: release bundle, demo, grades equal to plain nbgrader's, Gradescope."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder import REPO_ROOT, source_notebook
+from autograder.__main__ import build_parser
+from autograder.bundle import build_bundle
+from autograder.course import generate_assignment, make_course_dir
+from autograder.demo import run_demo
+from autograder.nbgrader_run import kit_environment, run_nbgrader
+from autograder.worker import Limits
+from tests.corpus.build import without_demo_cells
+
+pytestmark = pytest.mark.notebook
+
+COMMANDS = ["references", "release", "grade", "feedback", "export", "demo", "gradescope"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: python -m autograder " + command in capsys.readouterr().out
+
+
+# -- release --------------------------------------------------------------------------------
+
+
+def test_student_bundle_has_what_students_need_and_nothing_else(tmp_path: Path) -> None:
+    course = make_course_dir(tmp_path / "course", ["example"])
+    release = generate_assignment(course, "example")
+    (release / "reference_outputs.pt").write_bytes(b"not for students")
+    bundle = build_bundle("example", release, tmp_path / "dist")
+    assert bundle == tmp_path / "dist" / "example.zip"
+    names = zipfile.ZipFile(bundle).namelist()
+    for needed in ("example/example.ipynb", "example/cs_lib/__init__.py", "example/cs_lib/checks.py",
+                   "example/requirements-student.txt", "example/setup_colab.sh", "example/datasets/download.py",
+                   "example/datasets/README.md"):
+        assert needed in names
+    assert not [n for n in names if "autograder" in n or n.endswith((".pt", ".pyc")) or "source" in n]
+    text = zipfile.ZipFile(bundle).read("example/example.ipynb").decode()
+    for secret in ("BEGIN SOLUTION", "HIDDEN TESTS", "autograder", "shifted = scores - scores.max"):
+        assert secret not in text
+
+
+def test_release_command_writes_bundles_and_refuses_broken_metadata(tmp_path: Path) -> None:
+    course = make_course_dir(tmp_path / "course", ["example"])
+    nb = json.loads(source_notebook("example").read_text())
+    test_cells = [c for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade")]
+    test_cells[1]["metadata"]["nbgrader"]["grade_id"] = test_cells[0]["metadata"]["nbgrader"]["grade_id"]
+    del test_cells[0]["metadata"]["nbgrader"]["points"]
+    (course / "source" / "broken").mkdir()
+    (course / "source" / "broken" / "broken.ipynb").write_text(json.dumps(nb))
+    env = kit_environment({"DLCV_COURSE_DIR": str(course)})
+    proc = subprocess.run([sys.executable, "-m", "autograder", "release", "example", "broken",
+                           "--dist", str(tmp_path / "dist")], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 1
+    assert (tmp_path / "dist" / "example.zip").exists() and not (tmp_path / "dist" / "broken.zip").exists()
+    assert "broken.ipynb has broken nbgrader metadata" in proc.stderr
+    assert "duplicate grade_id 'test_softmax'" in proc.stderr and "graded cell without points" in proc.stderr
+
+
+# -- demo and equality with plain nbgrader ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("demo")
+    run, problems = run_demo(work / "demo", jobs=2, limits=Limits(timeout=300, memory=3 * 1024**3), progress=False,
+                             names=["example"])
+    return work, run, problems
+
+
+def test_demo_grades_the_four_samples_as_expected(demo) -> None:
+    work, run, problems = demo
+    assert problems == []
+    scores = {r.student: r.score for r in run.results}
+    assert scores == {"correct": 4, "blank": 0, "wrong-softmax": 2, "crash-top_k_accuracy": 2}
+    crash = next(r for r in run.results if r.student == "crash-top_k_accuracy")
+    assert [t.status for t in crash.tests] == ["passed", "error"]
+    assert (work / "demo" / "dist" / "example.zip").exists()
+
+
+def test_grades_csv_equals_plain_nbgrader_where_nbgrader_survives(tmp_path: Path) -> None:
+    """Same submissions, same config: ``grade``'s grades.csv is byte-identical to nbgrader's."""
+    from autograder.grading import grade
+    from autograder.samples import blank_submission, correct_submission, with_answer_body
+
+    course = make_course_dir(tmp_path / "plain", ["example"])
+    # The release is built in-process (same converter, no interpreter start-up); grading and
+    # export below are the plain nbgrader commands.
+    release = nbformat.read(generate_assignment(course, "example") / "example.ipynb", as_version=4)
+    source = nbformat.read(source_notebook("example"), as_version=4)
+    correct = without_demo_cells(correct_submission(source, release))
+    points = without_demo_cells(correct_submission(source, release))
+    next(c for c in points.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "test_softmax") \
+        .metadata["nbgrader"]["points"] = 50
+    samples = {"ann": with_answer_body(correct, source, "top_k_accuracy", "return 0.5"),
+               "bo": without_demo_cells(blank_submission(release)), "di": points}
+    for student, nb in samples.items():
+        folder = course / "submitted" / student / "example"
+        folder.mkdir(parents=True)
+        nbformat.write(nb, folder / "example.ipynb")
+    (course / "submitted" / "di" / "example" / "timestamp.txt").write_text("2024-03-01 10:00:00.000000 UTC")
+    ours = grade(course / "submitted", tmp_path / "ours", jobs=2, limits=Limits(timeout=300), progress=False)
+    run_nbgrader(["autograde", "example"], course, timeout=900)
+    run_nbgrader(["export", "--to", str(tmp_path / "plain.csv")], course)
+    assert ours.grades_csv.read_text() == (tmp_path / "plain.csv").read_text()
+    assert [r.score for r in ours.results] == [2, 0, 4]
+
+
+# -- Gradescope ----------------------------------------------------------------------------
+
+
+def test_gradescope_bundle_grades_one_submission_in_a_faked_autograder_root(tmp_path: Path) -> None:
+    from autograder.gradescope import build
+
+    bundle = build("example", tmp_path / "dist", timeout=300, memory=3 * 1024**3)
+    assert bundle.name == "example-gradescope.zip"
+    root = tmp_path / "autograder"
+    with zipfile.ZipFile(bundle) as zf:
+        names = zf.namelist()
+        zf.extractall(root / "source")
+    assert {"setup.sh", "run_autograder", "autograder/grade/example.py", "autograder/references/example.pt",
+            "cs_lib/checks.py", "assignments/source/example/example.ipynb"} <= set(names)
+    course = make_course_dir(tmp_path / "course", ["example"])
+    release = nbformat.read(generate_assignment(course, "example") / "example.ipynb", as_version=4)
+    from autograder.samples import correct_submission, with_answer_body
+
+    source = nbformat.read(source_notebook("example"), as_version=4)
+    wrong = with_answer_body(without_demo_cells(correct_submission(source, release)), source, "softmax",
+                             "return scores")
+    (root / "submission").mkdir(parents=True)
+    nbformat.write(wrong, root / "submission" / "example.ipynb")
+    env = {**os.environ, "DLCV_GRADESCOPE_ROOT": str(root), "PYTHON": sys.executable,
+           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run(["bash", str(root / "source" / "run_autograder")], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((root / "results" / "results.json").read_text())
+    assert results["score"] == 2
+    tests = {t["name"]: t for t in results["tests"]}
+    assert set(tests) == {"test_softmax", "test_top_k_accuracy"}
+    assert tests["test_softmax"]["score"] == 0 and tests["test_softmax"]["max_score"] == 2
+    assert tests["test_top_k_accuracy"]["score"] == 2 and tests["test_top_k_accuracy"]["status"] == "passed"
+    assert all(t["visibility"] == "after_published" for t in results["tests"])
+    assert "differ from the reference" in tests["test_softmax"]["output"]
+    assert "autograder" not in json.dumps(results["tests"]) and "HIDDEN" not in json.dumps(results)
