@@ -20,6 +20,6 @@ if [ ! -f "$venv/.complete" ]; then
   touch "$venv/.complete"
 fi
 # Editable install of this checkout (cheap; re-run every time so a fresh clone is the one used).
-env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$root" >&2 || {
+PYTHONWARNINGS=ignore env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$root" >&2 || {
   echo "error: 'pip install -e $root' failed" >&2; exit 1; }
 echo "$venv"
