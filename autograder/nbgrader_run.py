@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from autograder import REPO_ROOT
+
 
 class NbgraderError(RuntimeError):
     """An nbgrader command failed; the message holds the end of its log."""
@@ -23,6 +25,10 @@ def kit_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    # Kernels import cs_lib and autograder from this checkout, even when the cached virtual
+    # environment's editable install points at another clone.
+    paths = [str(REPO_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env.setdefault("PYTHONWARNINGS", "ignore")
     env.setdefault("MPLBACKEND", "Agg")
     if extra:

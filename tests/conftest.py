@@ -37,7 +37,11 @@ def shared_data(relative: str) -> Path:
 
 @pytest.fixture(scope="session")
 def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A torchvision ``MNIST`` root holding the test split from ``../shared/data/mnist``."""
+    """A torchvision-layout ``MNIST`` root holding only the test split from ``../shared/data/mnist``.
+
+    torchvision 0.29's ``MNIST`` class refuses a root without the training files (not available
+    here); ``cs_lib.data.load_digits(root=...)`` and torchvision's ``read_image_file`` read it.
+    """
     images = shared_data("mnist/t10k-images-idx3-ubyte.gz")
     labels = shared_data("mnist/t10k-labels-idx1-ubyte.gz")
     root = tmp_path_factory.mktemp("mnist_root")
