@@ -94,16 +94,39 @@ def run_demo(out: Path | None = None, jobs: int | None = None, limits: Limits | 
 
 
 def check_demo(run: GradingRun) -> list[str]:
-    """Problems with the demo's grades: correct gets every autograded point, blank 0, the others less."""
+    """Problems with the demo's grades.
+
+    - ``correct`` gets every autograded point and ``blank`` gets 0;
+    - ``wrong-<f>`` loses exactly the points of ``test_<f>``: one wrong function costs nothing else;
+    - ``crash-<f>`` (its function kills the kernel whenever it is called) loses ``test_<f>`` and keeps
+      every test before it; later tests whose cells call ``f`` again may not run.
+    """
     problems = []
     for r in run.results:
         full = sum(t.max_points for t in r.tests if not t.manual)  # answers graded by hand score 0 here
+        where = f"{r.assignment}/{r.student} got {r.score:g} of {full:g}"
         if r.student == "correct" and r.score != full:
-            problems.append(f"{r.assignment}/correct got {r.score:g} of {full:g}")
+            problems.append(where)
         elif r.student == "blank" and r.score != 0:
-            problems.append(f"{r.assignment}/blank got {r.score:g}, expected 0")
-        elif r.student.startswith(("wrong-", "crash-")) and not 0 <= r.score < full:
-            problems.append(f"{r.assignment}/{r.student} got {r.score:g} of {full:g}, expected less")
+            problems.append(f"{where}, expected 0")
+        elif r.student.startswith(("wrong-", "crash-")):
+            function = r.student.split("-", 1)[1]
+            ids = [t.grade_id for t in r.tests]
+            if f"test_{function}" not in ids:
+                if not 0 <= r.score < full:
+                    problems.append(f"{where}, expected less")
+                continue
+            at = ids.index(f"test_{function}")
+            lost = r.tests[at].max_points
+            if r.student.startswith("wrong-") and r.score != full - lost:
+                problems.append(f"{where}, expected {full - lost:g} (only test_{function}'s points lost)")
+            if r.student.startswith("crash-"):
+                if r.tests[at].points != 0:
+                    problems.append(f"{where}: test_{function} kept points although its kernel crashed")
+                kept = [t for t in r.tests[:at] if not t.manual and t.points != t.max_points]
+                if kept:
+                    problems.append(f"{where}: tests before the crash lost points: "
+                                    + ", ".join(t.grade_id for t in kept))
     return problems
 
 

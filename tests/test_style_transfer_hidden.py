@@ -388,3 +388,27 @@ def test_hidden_test_rejects_a_wrong_optimisation_loop(variant: str, message: st
 
 def test_the_wrong_loop_builder_is_correct_without_a_mistake() -> None:
     grade.style_transfer(_wrong_loop(""))
+
+
+def test_loop_is_graded_with_reference_losses_and_the_students_namespace_is_restored() -> None:
+    """A wrong content_loss costs only content_loss's points: the loop test swaps in the references."""
+    import types
+
+    from autograder import grade
+    from autograder.solutions import load_solutions
+
+    sol = load_solutions("style_transfer")
+
+    def wrong_content_loss(content_weight, content_current, content_original):
+        return ((content_current - content_original) ** 2).mean()  # mean instead of sum, no weight
+
+    namespace = dict(vars(sol))
+    namespace["content_loss"] = wrong_content_loss
+    loop = types.FunctionType(sol.style_transfer.__code__, namespace, "style_transfer",
+                              sol.style_transfer.__defaults__)
+    loop.__kwdefaults__ = sol.style_transfer.__kwdefaults__
+    grade.style_transfer.style_transfer(loop)
+    assert namespace["content_loss"] is wrong_content_loss
+    assert all(namespace[name] is getattr(sol, name) for name in ("gram_matrix", "style_loss", "tv_loss"))
+    with pytest.raises(AssertionError):
+        grade.style_transfer.content_loss(wrong_content_loss)

@@ -38,6 +38,7 @@ near zero (which carry only absolute accuracy) do not fail a correct answer.
 from __future__ import annotations
 
 import ast
+import contextlib
 import copy
 import dis
 import functools
@@ -45,7 +46,7 @@ import inspect
 import math
 import textwrap
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -473,7 +474,43 @@ def _compare_runs(label: str, got: tuple[torch.Tensor, list[float]], expected: t
                      "step and clamp.")
 
 
+#: Functions the student's loop calls by name; the loop's test swaps in the references for them.
+LOOP_DEPENDENCIES = ("content_loss", "gram_matrix", "style_loss", "tv_loss", "extract_features")
+
+
+@contextlib.contextmanager
+def _reference_dependencies(student_fn: Callable[..., Any]) -> Iterator[None]:
+    """Run ``student_fn`` with the reference loss functions in its globals, then restore them.
+
+    The loop is graded on its own: a mistake in ``content_loss`` costs that function's points
+    only, not the loop's as well.
+    """
+    namespace = getattr(student_fn, "__globals__", None)
+    if namespace is None:
+        yield
+        return
+    sol = load_solutions(ASSIGNMENT)
+    missing = object()
+    saved = {name: namespace.get(name, missing) for name in LOOP_DEPENDENCIES}
+    try:
+        for name in LOOP_DEPENDENCIES:
+            namespace[name] = getattr(sol, name)
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is missing:
+                namespace.pop(name, None)
+            else:
+                namespace[name] = value
+
+
 def style_transfer(student_style_transfer: Callable[..., Any]) -> None:
+    """Hidden test of ``style_transfer``, graded with the reference losses in place of the student's."""
+    with _reference_dependencies(student_style_transfer):
+        _test_style_transfer_loop(student_style_transfer)
+
+
+def _test_style_transfer_loop(student_style_transfer: Callable[..., Any]) -> None:
     """Hidden test of ``style_transfer``: tiny runs (32 px, 20 steps) against the reference loop.
 
     On random-init SqueezeNet features in float64 and images drawn at grading time, a run from
