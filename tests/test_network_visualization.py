@@ -28,6 +28,7 @@ import torchvision
 from captum.attr import GuidedBackprop, LayerAttribution, LayerGradCam, Occlusion, Saliency
 from torch import nn
 
+from autograder.grade.network_visualization import CountingModel
 from autograder.solutions import load_solutions
 from cs_lib.models import freeze, make_relus_non_inplace
 from tests.conftest import SHARED_DATA, shared_data
@@ -248,18 +249,6 @@ def test_gradcam_map_is_in_unit_interval_and_an_all_zero_map_stays_zero(sol, dig
         model[5].weight[y[0]] = 0.0  # the class score no longer depends on the image
     zero = sol.compute_gradcam(X[:1], y[:1], model, model[3])
     assert torch.equal(zero, torch.zeros_like(zero))
-
-
-class CountingModel(nn.Module):
-    """Wraps a model and counts its forward passes."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model, self.calls = model, 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return self.model(x)
 
 
 #: Bounds on the relative L2 perturbation ||X_fooling - X|| / ||X|| of a digit in [0, 1], towards its

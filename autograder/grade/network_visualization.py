@@ -534,7 +534,7 @@ def compute_gradcam(student_fn: Callable[..., torch.Tensor]) -> None:
 # ----------------------------------------------------------------------------------------- occlusion
 
 
-class _CountingModel(nn.Module):
+class CountingModel(nn.Module):
     """Counts forward passes (the occlusion test checks that windows are batched)."""
 
     def __init__(self, model: nn.Module) -> None:
@@ -623,7 +623,7 @@ def compute_occlusion_map(student_fn: Callable[..., torch.Tensor]) -> None:
     model = squeezenet(dtype=torch.float64)
     y = top_classes(model, X, g)
     context = f"random-init SqueezeNet 1.1 on (2, 3, {size}, {size + 4}) float64 images, patch 16, stride 8"
-    counting = _CountingModel(model)
+    counting = CountingModel(model)
     got = _run(name, student_fn, counting, X, y, 16, 8, baseline, context=context)
     check_tensor(name, got, shape=(2, size, size + 4), device=X.device)
     _compare(name, got, ref(X, y, model, 16, 8, baseline), context,
