@@ -13,6 +13,7 @@ import gzip
 import os
 import shutil
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib
@@ -81,3 +82,14 @@ def isolated_hub_and_grading_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     for name in ("NBGRADER_EXECUTION", "CS_KIT_GRADING", "CS_KIT_DEVICE"):
         monkeypatch.delenv(name, raising=False)
     return hub
+
+
+@pytest.fixture
+def single_torch_thread() -> Iterator[None]:
+    """One intra-op thread: small models run faster, and do not stall when the other core is busy."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

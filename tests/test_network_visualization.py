@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import os
 import warnings
-from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -42,13 +41,7 @@ def sol() -> SimpleNamespace:
     return load_solutions(ASSIGNMENT)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """These models are small: one intra-op thread avoids stalls when the second core is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def random_squeezenet(inplace: bool = False, dtype: torch.dtype = torch.float64) -> nn.Module:

@@ -9,7 +9,7 @@ module hooks, all window masks at once) must pass.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -23,13 +23,7 @@ from autograder.solutions import load_solutions
 ASSIGNMENT = "network_visualization"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Small models: one intra-op thread avoids stalls when the second core is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _relus(model: nn.Module) -> list[nn.ReLU]:

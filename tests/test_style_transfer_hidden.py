@@ -8,7 +8,7 @@ loops, as it does for notebook cells).
 from __future__ import annotations
 
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import nbformat
 import pytest
@@ -21,12 +21,9 @@ from autograder.solutions import answer_cells, load_solutions
 
 
 @pytest.fixture(autouse=True)
-def quiet_single_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def quiet_single_thread(monkeypatch: pytest.MonkeyPatch, single_torch_thread: None) -> None:
+    """No progress bars (grading mode) and one intra-op thread."""
     monkeypatch.setenv("CS_KIT_GRADING", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

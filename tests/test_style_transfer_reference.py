@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import types
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +37,9 @@ def cnn() -> torch.nn.Sequential:
 
 
 @pytest.fixture(autouse=True)
-def quiet_single_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No progress bars (grading mode) and one intra-op thread: faster on a shared 2-core machine."""
+def quiet_single_thread(monkeypatch: pytest.MonkeyPatch, single_torch_thread: None) -> None:
+    """No progress bars (grading mode) and one intra-op thread."""
     monkeypatch.setenv("CS_KIT_GRADING", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------------------------------
