@@ -19,13 +19,13 @@ import sys
 from pathlib import Path
 
 from autograder import COURSE_DIR, REPO_ROOT, assignments, source_notebook
-from autograder.nbgrader_run import NbgraderError
+from autograder.execution.nbgrader_run import NbgraderError
 
 DEFAULT_OUT = "grading_out"
 
 
 def cmd_references(args: argparse.Namespace) -> int:
-    from autograder.references import regenerate
+    from autograder.judging.references import regenerate
 
     names = args.assignments or [a for a in assignments() if _has_grade_module(a)]
     changed = 0
@@ -44,8 +44,8 @@ def cmd_references(args: argparse.Namespace) -> int:
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    from autograder.bundle import build_bundle
-    from autograder.course import generate_assignment
+    from autograder.releasing.bundle import build_bundle
+    from autograder.releasing.course import generate_assignment
 
     names = args.assignments or assignments()
     for name in names:
@@ -57,9 +57,9 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 
 def cmd_grade(args: argparse.Namespace) -> int:
-    from autograder.grading import grade
-    from autograder.isolation import network_sandbox_prefix
-    from autograder.scheduler import default_jobs
+    from autograder.batch.grading import grade
+    from autograder.batch.scheduler import default_jobs
+    from autograder.execution.isolation import network_sandbox_prefix
 
     limits = _limits(args)
     jobs = args.jobs or default_jobs()
@@ -74,7 +74,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
-    from autograder.feedback import FeedbackLeakError, generate_feedback
+    from autograder.feedback.pages import FeedbackLeakError, generate_feedback
 
     out = Path(args.out)
     folders = sorted(p for p in (out / "autograded").glob("*/*") if p.is_dir())
@@ -97,8 +97,8 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from autograder.grading import db_url, load_results
-    from autograder.results import export_grades, write_test_csv
+    from autograder.batch.grading import db_url, load_results
+    from autograder.batch.results import export_grades, write_test_csv
 
     out = Path(args.out)
     if not (out / "gradebook.db").exists():
@@ -110,23 +110,23 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from autograder.demo import main as demo_main
+    from autograder.batch.demo import main as demo_main
 
     return demo_main(Path(args.out) if args.out else None, args.jobs, args.assignments or None)
 
 
 def cmd_gradescope(args: argparse.Namespace) -> int:
-    from autograder.gradescope import build
-    from autograder.isolation import parse_size
+    from autograder.execution.isolation import parse_size
+    from autograder.releasing.gradescope import build
 
     path = build(args.assignment, Path(args.dist), timeout=args.timeout, memory=parse_size(args.memory_limit))
     print(f"{args.assignment}: Gradescope autograder bundle {path}")
     return 0
 
 
-def _limits(args: argparse.Namespace):  # -> autograder.worker.Limits
-    from autograder.isolation import parse_size
-    from autograder.worker import Limits
+def _limits(args: argparse.Namespace):  # -> autograder.execution.worker.Limits
+    from autograder.execution.isolation import parse_size
+    from autograder.execution.worker import Limits
 
     return Limits(timeout=args.timeout, cell_timeout=args.cell_timeout,
                   memory=parse_size(args.memory_limit) if args.memory_limit else _default_memory(args.jobs),
@@ -138,7 +138,7 @@ def _default_memory(jobs: int | None) -> int:
     """4 GiB, or less so that all parallel kernels together stay within 80% of the RAM."""
     import psutil
 
-    from autograder.scheduler import default_jobs
+    from autograder.batch.scheduler import default_jobs
 
     share = 0.8 * psutil.virtual_memory().total / (jobs or default_jobs())
     return int(min(4 * 1024**3, share))
@@ -147,7 +147,7 @@ def _default_memory(jobs: int | None) -> int:
 def _has_grade_module(name: str) -> bool:
     import importlib.util
 
-    return importlib.util.find_spec(f"autograder.grade.{name}") is not None
+    return importlib.util.find_spec(f"autograder.hidden_tests.{name}") is not None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,8 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from autograder.bundle import BundleError
-    from autograder.metadata_check import MetadataError
+    from autograder.releasing.bundle import BundleError
+    from autograder.releasing.metadata_check import MetadataError
 
     try:
         return args.func(args)

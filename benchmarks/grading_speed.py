@@ -35,10 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autograder import source_notebook  # noqa: E402
-from autograder.course import generate_release, make_course_dir  # noqa: E402
-from autograder.demo import demo_assignments  # noqa: E402
-from autograder.nbgrader_run import kit_environment, run_nbgrader  # noqa: E402
-from autograder.samples import correct_submission  # noqa: E402
+from autograder.batch.demo import demo_assignments  # noqa: E402
+from autograder.batch.samples import correct_submission  # noqa: E402
+from autograder.execution.nbgrader_run import kit_environment, run_nbgrader  # noqa: E402
+from autograder.releasing.course import generate_release, make_course_dir  # noqa: E402
 
 
 def default_assignment() -> str:

@@ -29,7 +29,7 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from autograder.solutions import load_solutions  # noqa: E402
+from autograder.judging.solutions import load_solutions  # noqa: E402
 from cs_lib.models import freeze, make_relus_non_inplace  # noqa: E402
 
 

@@ -29,7 +29,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("CS_KIT_GRADING", "1")  # no progress bars in the timed loops
 
-from autograder.solutions import load_solutions  # noqa: E402
+from autograder.judging.solutions import load_solutions  # noqa: E402
 from cs_lib.data import load_style_image  # noqa: E402
 from cs_lib.models import load_feature_extractor  # noqa: E402
 from cs_lib.runtime import get_device  # noqa: E402

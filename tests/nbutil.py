@@ -10,8 +10,8 @@ import nbformat
 from nbclient import NotebookClient
 
 from autograder import source_notebook
-from autograder.course import generate_release, make_course_dir
-from autograder.nbgrader_run import kit_environment, run_nbgrader
+from autograder.execution.nbgrader_run import kit_environment, run_nbgrader
+from autograder.releasing.course import generate_release, make_course_dir
 
 
 def execute_notebook(path: Path, grading: bool = True, timeout: int = 300,

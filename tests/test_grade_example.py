@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from autograder import grade
-from autograder.solutions import load_solutions
+from autograder.judging.solutions import load_solutions
 
 sol = load_solutions("example")
 

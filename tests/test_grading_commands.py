@@ -14,11 +14,11 @@ import pytest
 
 from autograder import REPO_ROOT, source_notebook
 from autograder.__main__ import build_parser
-from autograder.bundle import build_bundle
-from autograder.course import generate_assignment, make_course_dir
-from autograder.demo import run_demo
-from autograder.nbgrader_run import kit_environment, run_nbgrader
-from autograder.worker import Limits
+from autograder.batch.demo import run_demo
+from autograder.execution.nbgrader_run import kit_environment, run_nbgrader
+from autograder.execution.worker import Limits
+from autograder.releasing.bundle import build_bundle
+from autograder.releasing.course import generate_assignment, make_course_dir
 from tests.corpus.build import without_demo_cells
 
 pytestmark = pytest.mark.notebook
@@ -95,8 +95,8 @@ def test_demo_grades_the_four_samples_as_expected(demo) -> None:
 
 def test_grades_csv_equals_plain_nbgrader_where_nbgrader_survives(tmp_path: Path) -> None:
     """Same submissions, same config: ``grade``'s grades.csv is byte-identical to nbgrader's."""
-    from autograder.grading import grade
-    from autograder.samples import blank_submission, correct_submission, with_answer_body
+    from autograder.batch.grading import grade
+    from autograder.batch.samples import blank_submission, correct_submission, with_answer_body
 
     course = make_course_dir(tmp_path / "plain", ["example"])
     # The release is built in-process (same converter, no interpreter start-up); grading and
@@ -125,7 +125,7 @@ def test_grades_csv_equals_plain_nbgrader_where_nbgrader_survives(tmp_path: Path
 
 
 def test_gradescope_bundle_grades_one_submission_in_a_faked_autograder_root(tmp_path: Path) -> None:
-    from autograder.gradescope import build
+    from autograder.releasing.gradescope import build
 
     bundle = build("example", tmp_path / "dist", timeout=300, memory=3 * 1024**3)
     assert bundle.name == "example-gradescope.zip"
@@ -133,11 +133,11 @@ def test_gradescope_bundle_grades_one_submission_in_a_faked_autograder_root(tmp_
     with zipfile.ZipFile(bundle) as zf:
         names = zf.namelist()
         zf.extractall(root / "source")
-    assert {"setup.sh", "run_autograder", "autograder/grade/example.py", "autograder/references/example.pt",
+    assert {"setup.sh", "run_autograder", "autograder/hidden_tests/example.py", "autograder/references/example.pt",
             "cs_lib/checks.py", "assignments/source/example/example.ipynb"} <= set(names)
     course = make_course_dir(tmp_path / "course", ["example"])
     release = nbformat.read(generate_assignment(course, "example") / "example.ipynb", as_version=4)
-    from autograder.samples import correct_submission, with_answer_body
+    from autograder.batch.samples import correct_submission, with_answer_body
 
     source = nbformat.read(source_notebook("example"), as_version=4)
     wrong = with_answer_body(without_demo_cells(correct_submission(source, release)), source, "softmax",

@@ -16,10 +16,10 @@ import nbformat
 import pytest
 
 from autograder import source_notebook
-from autograder.course import generate_assignment, make_course_dir
-from autograder.grading import GradingRun, grade
-from autograder.redact import hidden_lines
-from autograder.worker import Limits
+from autograder.batch.grading import GradingRun, grade
+from autograder.execution.worker import Limits
+from autograder.feedback.redact import hidden_lines
+from autograder.releasing.course import generate_assignment, make_course_dir
 from tests.corpus.build import CASES, MEMORY_LIMIT, OLDER_TWICE, Case, build_corpus
 
 pytestmark = pytest.mark.notebook

@@ -7,9 +7,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.executor import KERNEL_DIED, NOT_RUN, ResilientExecute
-from autograder.isolation import network_sandbox_prefix
-from autograder.nbgrader_run import kit_environment
+from autograder.execution.executor import KERNEL_DIED, NOT_RUN, ResilientExecute
+from autograder.execution.isolation import network_sandbox_prefix
+from autograder.execution.nbgrader_run import kit_environment
 
 pytestmark = pytest.mark.notebook
 

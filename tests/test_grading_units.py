@@ -13,12 +13,12 @@ import nbformat
 import pytest
 
 from autograder import source_notebook
-from autograder.isolation import MemoryWatchdog, exit_description, parse_size, process_tree_rss
-from autograder.metadata_check import MetadataError, check_source, problems
-from autograder.redact import hidden_lines, scrub_traceback, strip_hidden_tests
-from autograder.samples import CRASH_BODY, correct_submission, with_answer_body, wrong_body
-from autograder.submissions import discover, student_from_filename, timestamp_from_filename
-from autograder.tampering import inspect_cells, notebook_problem, restore_metadata
+from autograder.batch.samples import CRASH_BODY, correct_submission, with_answer_body, wrong_body
+from autograder.batch.submissions import discover, student_from_filename, timestamp_from_filename
+from autograder.execution.isolation import MemoryWatchdog, exit_description, parse_size, process_tree_rss
+from autograder.execution.tampering import inspect_cells, notebook_problem, restore_metadata
+from autograder.feedback.redact import hidden_lines, scrub_traceback, strip_hidden_tests
+from autograder.releasing.metadata_check import MetadataError, check_source, problems
 
 KNOWN = {"example": {"test_softmax", "test_top_k_accuracy"},
          "network_visualization": {"test_compute_saliency_maps"}}
@@ -169,7 +169,7 @@ def test_scrub_traceback_drops_grader_frames_and_hidden_lines() -> None:
         "\x1b[31m-----\x1b[39m\n\x1b[31mAssertionError\x1b[39m   Traceback (most recent call last)",
         "Cell \x1b[32mIn[3], line 4\x1b[39m\n      1 check(x)\n      2 ### BEGIN HIDDEN TESTS\n"
         "      3 from autograder import grade\n----> 4 grade.example.softmax(softmax)\n      5 ### END HIDDEN TESTS",
-        "File \x1b[32m/somewhere/site-packages/autograder/grade/example.py:43\x1b[39m, in softmax(f)\n"
+        "File \x1b[32m/somewhere/site-packages/autograder/hidden_tests/example.py:43\x1b[39m, in softmax(f)\n"
         "     42 ref = load_solutions(ASSIGNMENT).softmax\n---> 43 check_cases(...)",
         "Cell In[2], line 3, in softmax(scores)\n      2 def softmax(scores):\n----> 3     return scores",
         "\x1b[31mAssertionError\x1b[39m: softmax: 5 of 6 elements differ",
@@ -185,7 +185,7 @@ def test_scrub_traceback_drops_grader_frames_and_hidden_lines() -> None:
 
 @pytest.fixture(scope="module")
 def example_notebooks(tmp_path_factory: pytest.TempPathFactory) -> tuple:
-    from autograder.course import generate_assignment, make_course_dir
+    from autograder.releasing.course import generate_assignment, make_course_dir
 
     course = make_course_dir(tmp_path_factory.mktemp("units") / "course", ["example"])
     release_dir = generate_assignment(course, "example")
@@ -276,8 +276,8 @@ def test_rejected_submissions_merge_as_zero_even_with_an_unreadable_time_stamp(t
                                                                                example_notebooks: tuple) -> None:
     from nbgrader.api import Gradebook
 
-    from autograder.course import generate_assignment, make_course_dir
-    from autograder.results import export_grades, merge_into_gradebook, rejected_result
+    from autograder.batch.results import export_grades, merge_into_gradebook, rejected_result
+    from autograder.releasing.course import generate_assignment, make_course_dir
 
     _, release = example_notebooks
     course = make_course_dir(tmp_path / "course", ["example"])

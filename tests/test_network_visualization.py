@@ -27,8 +27,8 @@ import torchvision
 from captum.attr import GuidedBackprop, LayerAttribution, LayerGradCam, Occlusion, Saliency
 from torch import nn
 
-from autograder.grade.network_visualization import CountingModel
-from autograder.solutions import load_solutions
+from autograder.hidden_tests.network_visualization import CountingModel
+from autograder.judging.solutions import load_solutions
 from cs_lib.models import freeze, make_relus_non_inplace
 from tests.conftest import SHARED_DATA, shared_data
 

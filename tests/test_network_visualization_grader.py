@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autograder.grade import network_visualization as hidden
-from autograder.references import build_reference, compare_cases, load_reference, reference_path
-from autograder.solutions import load_solutions
+from autograder.hidden_tests import network_visualization as hidden
+from autograder.judging.references import build_reference, compare_cases, load_reference, reference_path
+from autograder.judging.solutions import load_solutions
 
 ASSIGNMENT = "network_visualization"
 

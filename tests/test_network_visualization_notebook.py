@@ -13,8 +13,8 @@ import nbformat
 import pytest
 
 from autograder import source_notebook
-from autograder.nbgrader_run import run_nbgrader
-from autograder.samples import blank_submission, correct_submission
+from autograder.batch.samples import blank_submission, correct_submission
+from autograder.execution.nbgrader_run import run_nbgrader
 from tests.nbutil import build_release, execute_notebook, graded_cells, stderr_outputs, validate
 
 pytestmark = pytest.mark.notebook

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from autograder import assignments
-from autograder.references import build_reference, compare_cases, load_reference, reference_path
+from autograder.judging.references import build_reference, compare_cases, load_reference, reference_path
 
 CS_LIB_MODULES = ["cs_lib", "cs_lib.runtime", "cs_lib.checks", "cs_lib.images", "cs_lib.models",
                   "cs_lib.data", "cs_lib.plotting"]
@@ -37,7 +37,7 @@ def test_cs_lib_imports_without_touching_the_network() -> None:
 def test_regenerating_references_reproduces_the_stored_ones(assignment: str) -> None:
     import importlib
 
-    module = importlib.import_module(f"autograder.grade.{assignment}")
+    module = importlib.import_module(f"autograder.hidden_tests.{assignment}")
     stored = load_reference(assignment)
     fresh = build_reference(assignment)
     assert set(stored["meta"]) >= {"torch", "torchvision", "numpy", "python", "seed"}

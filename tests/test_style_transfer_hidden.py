@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from autograder import source_notebook
-from autograder.grade import style_transfer as grade
-from autograder.solutions import answer_cells, load_solutions
+from autograder.hidden_tests import style_transfer as grade
+from autograder.judging.solutions import answer_cells, load_solutions
 
 
 @pytest.fixture(autouse=True)
@@ -392,7 +392,7 @@ def test_loop_is_graded_with_reference_losses_and_the_students_namespace_is_rest
     import types
 
     from autograder import grade
-    from autograder.solutions import load_solutions
+    from autograder.judging.solutions import load_solutions
 
     sol = load_solutions("style_transfer")
 

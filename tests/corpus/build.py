@@ -2,7 +2,7 @@
 
 Each :class:`Case` is one LMS-style file (``<student>_<ids>_example.ipynb``) that a
 student could hand in, with the score its honest part earns. The answers come from the
-source notebook (:func:`autograder.samples.correct_submission`); one function's body is then
+source notebook (:func:`autograder.batch.samples.correct_submission`); one function's body is then
 replaced by the attack. To keep the tests fast, every notebook drops the example's ungraded
 demo cell (students may delete unlocked cells; the graded cells are all there).
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.samples import correct_submission, with_answer_body
+from autograder.batch.samples import correct_submission, with_answer_body
 
 ASSIGNMENT = "example"
 #: Memory limit the corpus is graded with; the allocation attack asks for 20 GiB.

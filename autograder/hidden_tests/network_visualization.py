@@ -7,7 +7,7 @@ Each test
   fixed seed (:func:`squeezenet`) and a small CNN (:func:`tiny_cnn`), never the notebook's global model;
 - compares it with the reference solution of the source notebook, on the stored cases of
   ``autograder/references/network_visualization.pt`` (tiny CNNs whose weights are stored with the case)
-  and on inputs drawn at grading time (:func:`~autograder.grade.common.fresh_generator`), in float64 so
+  and on inputs drawn at grading time (:func:`~autograder.judging.toolkit.fresh_generator`), in float64 so
   that every correct implementation agrees to round-off (``rtol=1e-6``), plus one float32 call for the
   dtype and device;
 - when the result is wrong, recomputes the common wrong answers (the loss instead of the score, a sum
@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autograder.grade.common import call_student, fresh_generator
-from autograder.references import load_reference
-from autograder.solutions import load_solutions
+from autograder.judging.references import load_reference
+from autograder.judging.solutions import load_solutions
+from autograder.judging.toolkit import call_student, fresh_generator
 from cs_lib.checks import check_close, check_tensor
 
 ASSIGNMENT = "network_visualization"

@@ -1,6 +1,6 @@
 """Grading results: per-test rows, their merge into one nbgrader gradebook, the CSVs, the summary.
 
-A worker (:mod:`autograder.worker`) grades one submission in its own course directory and
+A worker (:mod:`autograder.execution.worker`) grades one submission in its own course directory and
 returns a :class:`SubmissionResult`: the grades and comments nbgrader saved in that
 course's gradebook, and one :class:`TestResult` per graded cell. :func:`merge_into_gradebook`
 writes them into the output course's ``gradebook.db`` through nbgrader's Gradebook API,
@@ -33,9 +33,9 @@ from typing import Any
 
 from nbformat import NotebookNode
 
-from autograder.executor import KERNEL_DIED, NOT_RUN, TIMEOUT
-from autograder.redact import scrub_text
-from autograder.tampering import CellChange, grade_id_of, is_graded
+from autograder.execution.executor import KERNEL_DIED, NOT_RUN, TIMEOUT
+from autograder.execution.tampering import CellChange, grade_id_of, is_graded
+from autograder.feedback.redact import scrub_text
 
 STATUSES = ("passed", "failed", "error", "not_run")
 TEST_COLUMNS = ("student", "assignment", "grade_id", "points", "max_points", "status", "reason", "tampering",

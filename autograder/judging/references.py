@@ -1,6 +1,6 @@
 """Stored reference outputs for the hidden tests, and their regeneration.
 
-Each assignment's grading module (:mod:`autograder.grade.<assignment>`) defines
+Each assignment's grading module (:mod:`autograder.hidden_tests.<assignment>`) defines
 ``make_references(solutions) -> {function_name: [case, ...]}``, where a case is
 ``{"inputs": {...}, "output": ...}`` computed on seeded inputs. The cases are stored
 in ``autograder/references/<assignment>.pt`` together with the torch, torchvision and
@@ -47,9 +47,9 @@ def build_reference(assignment: str) -> dict[str, Any]:
     """Compute ``assignment``'s reference cases from its source notebook's solutions."""
     import torchvision
 
-    from autograder.solutions import load_solutions
+    from autograder.judging.solutions import load_solutions
 
-    module = importlib.import_module(f"autograder.grade.{assignment}")
+    module = importlib.import_module(f"autograder.hidden_tests.{assignment}")
     cases = module.make_references(load_solutions(assignment))
     meta = {
         "torch": str(torch.__version__),
@@ -86,7 +86,7 @@ def regenerate(assignment: str, directory: Path | None = None) -> tuple[Path, li
         differences beyond the assignment's ``REFERENCE_RTOL``/``REFERENCE_ATOL`` (empty:
         unchanged).
     """
-    module = importlib.import_module(f"autograder.grade.{assignment}")
+    module = importlib.import_module(f"autograder.hidden_tests.{assignment}")
     path = reference_path(assignment, directory)
     new = build_reference(assignment)
     changes = None

@@ -1,7 +1,7 @@
 """``python -m autograder demo``: release, sample submissions, parallel grading, the grade table.
 
 Every assignment that has a source notebook *and* a hidden-test module
-``autograder/grade/<assignment>.py`` takes part (:func:`demo_assignments`), so a new
+``autograder/hidden_tests/<assignment>.py`` takes part (:func:`demo_assignments`), so a new
 assignment joins the demo without code changes. For each, four students submit:
 
 - ``correct``: the reference solutions (full marks);
@@ -27,10 +27,8 @@ from pathlib import Path
 import nbformat
 
 from autograder import assignments, source_notebook
-from autograder.bundle import build_bundle
-from autograder.course import generate_assignment, make_course_dir
-from autograder.grading import GradingRun, grade
-from autograder.samples import (
+from autograder.batch.grading import GradingRun, grade
+from autograder.batch.samples import (
     CRASH_BODY,
     answer_ids,
     blank_submission,
@@ -38,12 +36,14 @@ from autograder.samples import (
     with_answer_body,
     wrong_body,
 )
-from autograder.worker import Limits
+from autograder.execution.worker import Limits
+from autograder.releasing.bundle import build_bundle
+from autograder.releasing.course import generate_assignment, make_course_dir
 
 
 def demo_assignments() -> list[str]:
-    """Assignments with a source notebook and an ``autograder/grade/<name>.py`` module."""
-    return [a for a in assignments() if importlib.util.find_spec(f"autograder.grade.{a}") is not None]
+    """Assignments with a source notebook and an ``autograder/hidden_tests/<name>.py`` module."""
+    return [a for a in assignments() if importlib.util.find_spec(f"autograder.hidden_tests.{a}") is not None]
 
 
 def sample_submissions(assignment: str, source: nbformat.NotebookNode,

@@ -89,12 +89,12 @@ def with_answer_body(correct: nbformat.NotebookNode, source: nbformat.NotebookNo
 def wrong_body(assignment: str, source: nbformat.NotebookNode, grade_id: str) -> str:
     """A plausible wrong body for answer ``grade_id``.
 
-    The grade module ``autograder.grade.<assignment>`` may define
+    The grade module ``autograder.hidden_tests.<assignment>`` may define
     ``WRONG_ANSWERS = {grade_id: "body source"}``; otherwise the body returns the function's
     first argument unchanged.
     """
     try:
-        module = importlib.import_module(f"autograder.grade.{assignment}")
+        module = importlib.import_module(f"autograder.hidden_tests.{assignment}")
     except ModuleNotFoundError:
         module = None
     answers = getattr(module, "WRONG_ANSWERS", {}) or {}

@@ -1,14 +1,14 @@
 """The execution step of the grading pipeline: run a submission cell by cell and never lose a grade.
 
 :class:`ResilientExecute` replaces nbgrader's ``Execute`` preprocessor in the autograde
-pipeline (:mod:`autograder.worker` configures it). nbgrader's step runs the whole notebook
+pipeline (:mod:`autograder.execution.worker` configures it). nbgrader's step runs the whole notebook
 in one kernel; when that kernel dies (``os._exit``, a segfault, the OOM killer) or hangs,
 nbgrader deletes the autograded notebook and every grade the submission had earned is
 lost (nbgrader#567). This step instead:
 
 1. executes code cells one at a time, each with the course's per-cell timeout, cut to what
    is left of the submission's wall-clock budget (``submission_timeout``);
-2. watches the kernel's resident memory (:class:`~autograder.isolation.MemoryWatchdog`)
+2. watches the kernel's resident memory (:class:`~autograder.execution.isolation.MemoryWatchdog`)
    and kills it above ``memory_limit``; starts it without network where the OS allows;
 3. when the kernel dies in a cell, records why as an error output of that cell
    (``KernelDied``), starts a fresh kernel, silently *replays* the cells that had succeeded
@@ -27,7 +27,7 @@ lost (nbgrader#567). This step instead:
 Outputs that arrived before a crash stay in the notebook, so every test that passed keeps
 its points: nbgrader's ``SaveAutoGrades`` runs afterwards on the notebook as usual. Each
 code cell gets ``metadata.autograder = {"outcome": ..., "reason": ...}``, which
-:mod:`autograder.results` turns into the per-test CSV; timings go to ``report_path``.
+:mod:`autograder.batch.results` turns into the per-test CSV; timings go to ``report_path``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Float, Integer, Unicode
 
-from autograder.isolation import (
+from autograder.execution.isolation import (
     GiB,
     MemoryWatchdog,
     SandboxedKernelManager,
@@ -56,7 +56,7 @@ from autograder.isolation import (
     kill_process_tree,
     network_sandbox_prefix,
 )
-from autograder.redact import strip_hidden_tests
+from autograder.feedback.redact import strip_hidden_tests
 
 #: ``ename`` of the error outputs this step adds.
 KERNEL_DIED = "KernelDied"

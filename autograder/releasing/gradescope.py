@@ -6,7 +6,7 @@
 
 - ``setup.sh``: installs ``requirements-grading.txt`` (the kit's requirements without the
   development tools) with pip;
-- ``run_autograder``: ``python3 -m autograder.gradescope run``;
+- ``run_autograder``: ``python3 -m autograder.releasing.gradescope run``;
 - the ``autograder`` package (hidden tests, this assignment's reference outputs), ``cs_lib``,
   ``assignments/nbgrader_config.py`` and ``assignments/source/<assignment>/``;
 - ``gradescope.json``: the assignment and its limits.
@@ -33,9 +33,9 @@ from pathlib import Path
 import nbformat
 
 from autograder import REPO_ROOT, source_notebook
-from autograder.isolation import GiB
-from autograder.redact import BEGIN_HIDDEN
-from autograder.tampering import grade_id_of, is_graded
+from autograder.execution.isolation import GiB
+from autograder.execution.tampering import grade_id_of, is_graded
+from autograder.feedback.redact import BEGIN_HIDDEN
 
 ROOT_ENV = "DLCV_GRADESCOPE_ROOT"
 #: Requirements lines left out of the grading image (development tools).
@@ -55,7 +55,7 @@ RUN_AUTOGRADER = """#!/usr/bin/env bash
 set -uo pipefail
 ROOT="${DLCV_GRADESCOPE_ROOT:-/autograder}"
 cd "$ROOT/source"
-exec "${PYTHON:-python3}" -m autograder.gradescope run --root "$ROOT"
+exec "${PYTHON:-python3}" -m autograder.releasing.gradescope run --root "$ROOT"
 """
 
 
@@ -94,8 +94,8 @@ def build(assignment: str, dist: Path, timeout: float = 1200.0, memory: int = 3 
 
 def run(root: Path) -> dict:
     """Grade ``root/submission``'s notebook; write and return ``root/results/results.json``."""
-    from autograder.grading import grade
-    from autograder.worker import Limits
+    from autograder.batch.grading import grade
+    from autograder.execution.worker import Limits
 
     config = json.loads((root / "source" / "gradescope.json").read_text())
     assignment = config["assignment"]
@@ -157,8 +157,8 @@ def _grading_requirements() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m autograder.gradescope run [--root DIR]`` (what ``run_autograder`` calls)."""
-    parser = argparse.ArgumentParser(prog="python -m autograder.gradescope")
+    """``python -m autograder.releasing.gradescope run [--root DIR]`` (what ``run_autograder`` calls)."""
+    parser = argparse.ArgumentParser(prog="python -m autograder.releasing.gradescope")
     parser.add_argument("action", choices=["run"])
     parser.add_argument("--root", default=os.environ.get(ROOT_ENV, "/autograder"),
                         help=f"Gradescope's root folder (default: ${ROOT_ENV} or /autograder)")

@@ -6,7 +6,7 @@ changes only this (:func:`autograde_config`):
 - sanitizing (``sanitize_preprocessors``): unchanged, with ``OverwriteCells.add_missing_cells``
   on, so a deleted test cell is put back from the gradebook and run;
 - autograding (``autograde_preprocessors``): ``Execute`` is replaced by
-  :class:`~autograder.executor.ResilientExecute`, and :class:`StderrIsNotAFailure` runs after
+  :class:`~autograder.execution.executor.ResilientExecute`, and :class:`StderrIsNotAFailure` runs after
   ``IgnorePattern`` unless ``strict_stderr`` is set.
 
 Everything else (``SaveAutoGrades``, ``LimitOutput``, late penalties, metadata checks) is
@@ -21,7 +21,7 @@ from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute, IgnorePattern, NbGraderPreprocessor
 from traitlets.config import Config
 
-from autograder.executor import ResilientExecute
+from autograder.execution.executor import ResilientExecute
 
 
 class StderrIsNotAFailure(NbGraderPreprocessor):

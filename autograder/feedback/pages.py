@@ -26,7 +26,7 @@ import nbformat
 from nbformat import NotebookNode
 from nbgrader.preprocessors import NbGraderPreprocessor
 
-from autograder.redact import (
+from autograder.feedback.redact import (
     BEGIN_HIDDEN,
     END_HIDDEN,
     hidden_lines,
@@ -87,7 +87,7 @@ def generate_feedback(course: Path, assignment: str, student: str,
     from nbgrader.converters import GenerateFeedback
     from nbgrader.coursedir import CourseDirectory
 
-    from autograder.course import captured_log, load_course_config
+    from autograder.releasing.course import captured_log, load_course_config
 
     autograded = course / "autograded" / student / assignment
     notebooks = sorted(autograded.glob("*.ipynb"))
@@ -127,7 +127,7 @@ def warm_up(template: Path, assignment: str, scratch: Path) -> None:
 
     from nbgrader.api import Gradebook
 
-    from autograder.results import quiet_sqlalchemy
+    from autograder.batch.results import quiet_sqlalchemy
 
     course = scratch / "feedback-warm-up"
     (course / "autograded" / "warmup" / assignment).mkdir(parents=True, exist_ok=True)

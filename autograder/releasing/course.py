@@ -7,7 +7,7 @@ the nbgrader configuration and the source notebooks into a course directory of i
 - :func:`generate_release`: ``nbgrader generate_assignment`` in a subprocess (the plain
   nbgrader way, as an instructor would type it);
 - :func:`generate_assignment`: the same converter in this process (no interpreter start-up;
-  what ``grade`` and ``demo`` use), after :func:`autograder.metadata_check.check_source`.
+  what ``grade`` and ``demo`` use), after :func:`autograder.releasing.metadata_check.check_source`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from autograder import COURSE_DIR, SOURCE_DIR
-from autograder.nbgrader_run import NbgraderError, run_nbgrader, use_kit_path
+from autograder.execution.nbgrader_run import NbgraderError, run_nbgrader, use_kit_path
 
 
 def make_course_dir(root: Path, assignments: list[str]) -> Path:
@@ -98,13 +98,13 @@ def generate_assignment(course: Path, assignment: str) -> Path:
     with a list of its problems rather than with nbgrader's traceback.
 
     Raises:
-        autograder.metadata_check.MetadataError: the source's metadata is broken.
+        autograder.releasing.metadata_check.MetadataError: the source's metadata is broken.
         NbgraderError: nbgrader failed; the message holds the end of its log.
     """
     from nbgrader.converters import GenerateAssignment
     from nbgrader.coursedir import CourseDirectory
 
-    from autograder.metadata_check import check_source
+    from autograder.releasing.metadata_check import check_source
 
     check_source(course / "source" / assignment / f"{assignment}.ipynb")
     use_kit_path()

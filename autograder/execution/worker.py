@@ -1,13 +1,13 @@
 """Grade one submission in its own temporary nbgrader course (run in a child process).
 
-:func:`grade_job` is what each grading process runs (:mod:`autograder.scheduler` forks one
+:func:`grade_job` is what each grading process runs (:mod:`autograder.batch.scheduler` forks one
 per submission). It
 
 1. reads the file and rejects what is not a notebook of the assignment
-   (:func:`autograder.tampering.notebook_problem`): such a submission gets 0 points and a
+   (:func:`autograder.execution.tampering.notebook_problem`): such a submission gets 0 points and a
    reason, and never reaches a kernel;
 2. lists the changes made to locked cells and puts their nbgrader metadata back
-   (:mod:`autograder.tampering`);
+   (:mod:`autograder.execution.tampering`);
 3. builds a course directory of its own: the course's ``nbgrader_config.py``, a copy of the
    prepared gradebook (assignment structure, no students), the assignment's non-notebook
    files, and the submission under ``submitted/<internal id>/<assignment>/``. The student
@@ -15,10 +15,10 @@ per submission). It
    accents or glob characters never meets nbgrader's path handling; the real id is used
    again when the parent merges the result;
 4. runs nbgrader's ``Autograde`` converter in this process with the kit's pipeline
-   (:mod:`autograder.pipeline`): the kernel is a child of this process;
+   (:mod:`autograder.execution.pipeline`): the kernel is a child of this process;
 5. reads the grades back from that gradebook, turns the autograded notebook into per-test
-   results (:mod:`autograder.results`) and, if asked, writes the student's HTML feedback
-   (:mod:`autograder.feedback`).
+   results (:mod:`autograder.batch.results`) and, if asked, writes the student's HTML feedback
+   (:mod:`autograder.feedback.pages`).
 """
 
 from __future__ import annotations
@@ -35,12 +35,12 @@ from pathlib import Path
 import nbformat
 
 from autograder import REPO_ROOT
-from autograder.isolation import GiB
-from autograder.nbgrader_run import kit_environment
-from autograder.redact import hidden_lines
-from autograder.results import SubmissionResult, gradebook_rows, readable_timestamp, rejected_result, test_results
-from autograder.submissions import Submission
-from autograder.tampering import inspect_cells, is_graded, notebook_problem, restore_metadata
+from autograder.batch.results import SubmissionResult, gradebook_rows, readable_timestamp, rejected_result, test_results
+from autograder.batch.submissions import Submission
+from autograder.execution.isolation import GiB
+from autograder.execution.nbgrader_run import kit_environment
+from autograder.execution.tampering import inspect_cells, is_graded, notebook_problem, restore_metadata
+from autograder.feedback.redact import hidden_lines
 
 #: The student id of every submission inside its own temporary course.
 INTERNAL_STUDENT = "submission"
@@ -141,7 +141,7 @@ def _grade_job(job: Job) -> SubmissionResult:
     result.files = {"submitted": str(submitted / f"{assignment}.ipynb"), "autograded": str(autograded_path)}
     feedback_start = time.monotonic()
     if job.feedback:
-        from autograder.feedback import generate_feedback
+        from autograder.feedback.pages import generate_feedback
 
         try:
             html = generate_feedback(root, assignment, INTERNAL_STUDENT, release)
@@ -187,7 +187,7 @@ def _run_autograde(root: Path, assignment: str, limits: Limits) -> None:
     from nbgrader.coursedir import CourseDirectory
     from traitlets.config.loader import PyFileConfigLoader
 
-    from autograder.pipeline import autograde_config
+    from autograder.execution.pipeline import autograde_config
 
     base = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
     base.CourseDirectory.root = str(root)

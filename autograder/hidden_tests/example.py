@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-from autograder.grade.common import call_student, check_cases, fresh_generator
-from autograder.references import load_reference
-from autograder.solutions import load_solutions
+from autograder.judging.references import load_reference
+from autograder.judging.solutions import load_solutions
+from autograder.judging.toolkit import call_student, check_cases, fresh_generator
 from cs_lib.checks import check_close, check_tensor
 
 ASSIGNMENT = "example"

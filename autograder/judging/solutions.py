@@ -45,7 +45,7 @@ def load_solutions(assignment: str) -> types.SimpleNamespace:
     """
     path = source_notebook(assignment)
     nb = nbformat.read(path, as_version=4)
-    namespace: dict[str, object] = {"__name__": f"autograder.solutions.{assignment}"}
+    namespace: dict[str, object] = {"__name__": f"autograder.judging.solutions.{assignment}"}
     for cell in answer_cells(nb):
         code = compile(cell.source, f"{path.name}:{cell.metadata.get('nbgrader', {}).get('grade_id', 'imports')}",
                        "exec")

@@ -2,14 +2,14 @@
 
 :func:`grade` does, in order:
 
-1. find the submissions (:mod:`autograder.submissions`);
+1. find the submissions (:mod:`autograder.batch.submissions`);
 2. build a *template* course in a temporary folder: the course config, the sources of the
    assignments found, ``generate_assignment`` for each (in this process), so that its
    ``gradebook.db`` holds the assignments and no students;
 3. make ``out`` an nbgrader course too (config, sources, gradebook with the assignments,
    release), or update it if it already is one;
 4. grade every submission in its own process and temporary course
-   (:mod:`autograder.scheduler`, :mod:`autograder.worker`), with a progress bar;
+   (:mod:`autograder.batch.scheduler`, :mod:`autograder.execution.worker`), with a progress bar;
 5. merge the results into ``out/gradebook.db`` in student order (as nbgrader's serial
    autograde would have created them), copy ``submitted/``, ``autograded/`` and
    ``feedback/`` files to their nbgrader places in ``out``, and keep each result as
@@ -30,9 +30,7 @@ from pathlib import Path
 import nbformat
 
 from autograder import assignments, source_notebook
-from autograder.course import generate_assignment, make_course_dir
-from autograder.feedback import rejected_page, warm_up
-from autograder.results import (
+from autograder.batch.results import (
     SubmissionResult,
     export_grades,
     merge_into_gradebook,
@@ -40,10 +38,12 @@ from autograder.results import (
     summary_table,
     write_test_csv,
 )
-from autograder.scheduler import default_jobs, run_jobs
-from autograder.submissions import Discovery, discover
-from autograder.tampering import graded_ids
-from autograder.worker import Job, Limits
+from autograder.batch.scheduler import default_jobs, run_jobs
+from autograder.batch.submissions import Discovery, discover
+from autograder.execution.tampering import graded_ids
+from autograder.execution.worker import Job, Limits
+from autograder.feedback.pages import rejected_page, warm_up
+from autograder.releasing.course import generate_assignment, make_course_dir
 
 
 @dataclass
@@ -85,7 +85,7 @@ def grade(submissions: Path, out: Path, jobs: int | None = None, limits: Limits 
         submissions: a folder or zip, in nbgrader's or an LMS's layout.
         out: the output course (created or updated).
         jobs: grading processes at a time (default: the number of cores).
-        limits: per-submission limits (default: :class:`~autograder.worker.Limits`).
+        limits: per-submission limits (default: :class:`~autograder.execution.worker.Limits`).
         assignment: grade LMS-style notebooks as this assignment.
         feedback: also write each student's HTML feedback.
         progress: draw a progress bar on stderr.

@@ -25,5 +25,5 @@ def __getattr__(name: str) -> ModuleType:
         return importlib.import_module(f"{__name__}.{name}")
     except ModuleNotFoundError as exc:
         if exc.name == f"{__name__}.{name}":
-            raise AttributeError(f"autograder.grade has no tests for assignment '{name}'") from None
+            raise AttributeError(f"autograder.hidden_tests has no tests for assignment '{name}'") from None
         raise

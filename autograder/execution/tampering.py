@@ -4,7 +4,7 @@ The release notebook is the reference: every cell with nbgrader metadata there c
 ``grade_id``; its locked cells (the test cells, the imports cell) carry a checksum of the
 source students received. :func:`inspect_cells` lists every deleted, duplicated or
 edited locked cell and every changed ``points`` or nbgrader flag, as human-readable
-:class:`CellChange` records that :mod:`autograder.results` puts in the per-test CSV.
+:class:`CellChange` records that :mod:`autograder.batch.results` puts in the per-test CSV.
 
 :func:`restore_metadata` then gives every cell with a known ``grade_id`` its release
 metadata back (so a test cell whose ``grade`` flag was removed is graded again). nbgrader's
