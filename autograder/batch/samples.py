@@ -15,14 +15,12 @@ from __future__ import annotations
 import ast
 import copy
 import importlib
-import re
 import textwrap
 
 import nbformat
 
-_DELIMITER = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$\n?", re.MULTILINE)
-_REGION = re.compile(r"^([ \t]*)### BEGIN SOLUTION[^\n]*\n.*?^[ \t]*### END SOLUTION[^\n]*(\n|$)",
-                     re.MULTILINE | re.DOTALL)
+from autograder.notebook_format import SOLUTION_DELIMITER as _DELIMITER
+from autograder.notebook_format import SOLUTION_REGION as _REGION
 
 #: A function body that ends the kernel process as soon as the function is called.
 CRASH_BODY = "import os\nos._exit(3)  # a hard crash: the kernel process dies"

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import nbformat
 from nbformat import NotebookNode
 
+from autograder.notebook_format import grade_id_of, is_graded, nbgrader_meta
+
 
 @dataclass(frozen=True)
 class CellChange:
@@ -35,25 +37,9 @@ class CellChange:
     detail: str
 
 
-def _nbgrader(cell: NotebookNode) -> dict:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return meta if isinstance(meta, dict) else {}
-
-
-def grade_id_of(cell: NotebookNode) -> str | None:
-    """The cell's nbgrader ``grade_id``, or None."""
-    gid = _nbgrader(cell).get("grade_id")
-    return gid if isinstance(gid, str) and gid else None
-
-
-def is_graded(cell: NotebookNode) -> bool:
-    """True for cells that carry points (nbgrader ``grade: true``)."""
-    return bool(_nbgrader(cell).get("grade"))
-
-
 def is_locked(cell: NotebookNode) -> bool:
     """True for cells whose source students must not change (nbgrader's definition)."""
-    meta = _nbgrader(cell)
+    meta = nbgrader_meta(cell)
     if meta.get("solution"):
         return False
     return bool(meta.get("grade") or meta.get("locked"))
@@ -108,7 +94,7 @@ def inspect_cells(submission: NotebookNode, release: NotebookNode) -> list[CellC
         if gid is None or not (is_locked(ref) or is_graded(ref)):
             continue
         found = by_id.get(gid, [])
-        what = "test cell" if is_graded(ref) and not _nbgrader(ref).get("solution") else "locked cell"
+        what = "test cell" if is_graded(ref) and not nbgrader_meta(ref).get("solution") else "locked cell"
         if not found:
             restored = is_graded(ref)
             changes.append(CellChange(gid, "deleted", f"{what} '{gid}' was deleted"
@@ -118,7 +104,7 @@ def inspect_cells(submission: NotebookNode, release: NotebookNode) -> list[CellC
             changes.append(CellChange(gid, "duplicated", f"{what} '{gid}' appears {len(found)} times; "
                                                          "the grader uses the last copy"))
         cell = found[-1]
-        ref_meta, meta = _nbgrader(ref), _nbgrader(cell)
+        ref_meta, meta = nbgrader_meta(ref), nbgrader_meta(cell)
         if is_graded(ref) and _points(meta) != _points(ref_meta):
             changes.append(CellChange(gid, "points", f"points of '{gid}' changed from {_points(ref_meta)} to "
                                                      f"{_points(meta)}; restored"))

@@ -1,8 +1,8 @@
 """Stored reference outputs for the hidden tests, and their regeneration.
 
-Each assignment's grading module (:mod:`autograder.hidden_tests.<assignment>`) defines
-``make_references(solutions) -> {function_name: [case, ...]}``, where a case is
-``{"inputs": {...}, "output": ...}`` computed on seeded inputs. The cases are stored
+Each assignment's hidden-test module (:mod:`autograder.hidden_tests.<assignment>`) declares
+``SPECS``; the ``cases`` of each spec, drawn with ``REFERENCE_SEED``, and the reference solution's
+outputs on them become ``{function_name: [{"inputs": {...}, "output": ...}, ...]}`` (:func:`spec_cases`). The cases are stored
 in ``autograder/references/<assignment>.pt`` together with the torch, torchvision and
 NumPy versions and the seed (:data:`META_KEYS`). ``python -m autograder references``
 regenerates them and reports which changed beyond the assignment's tolerance.
@@ -13,13 +13,14 @@ from __future__ import annotations
 import functools
 import importlib
 import platform
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-REFERENCE_DIR = Path(__file__).resolve().parent / "references"
+REFERENCE_DIR = Path(__file__).resolve().parent.parent / "references"
 META_KEYS = ("torch", "torchvision", "numpy", "python", "seed")
 
 
@@ -50,7 +51,10 @@ def build_reference(assignment: str) -> dict[str, Any]:
     from autograder.judging.solutions import load_solutions
 
     module = importlib.import_module(f"autograder.hidden_tests.{assignment}")
-    cases = module.make_references(load_solutions(assignment))
+    if hasattr(module, "SPECS"):
+        cases = spec_cases(module, load_solutions(assignment))
+    else:  # a hidden-test module that builds its own cases
+        cases = module.make_references(load_solutions(assignment))
     meta = {
         "torch": str(torch.__version__),
         "torchvision": str(torchvision.__version__),
@@ -59,6 +63,28 @@ def build_reference(assignment: str) -> dict[str, Any]:
         "seed": int(module.REFERENCE_SEED),
     }
     return {"meta": meta, "cases": cases}
+
+
+def spec_cases(module: Any, solutions: Any) -> dict[str, list[dict[str, Any]]]:
+    """Stored cases of every spec with ``cases``: inputs drawn with ``REFERENCE_SEED``, reference outputs.
+
+    Each spec draws from its own generator (the seed plus a hash of its name), so adding a spec leaves
+    the others' cases unchanged.
+    """
+    from autograder.judging.toolkit import adapted, clone_args
+
+    cases: dict[str, list[dict[str, Any]]] = {}
+    for spec in module.SPECS:
+        if spec.cases is None:
+            continue
+        g = torch.Generator().manual_seed(int(module.REFERENCE_SEED) + zlib.crc32(spec.name.encode()))
+        ref = adapted(spec, getattr(solutions, spec.name))
+        cases[spec.name] = [
+            {"inputs": {"args": call.args, "kwargs": call.kwargs, "label": call.describe()},
+             "output": ref(*clone_args(call.args), **clone_args(call.kwargs))}
+            for call in spec.cases(g)
+        ]
+    return cases
 
 
 def compare_cases(old: dict[str, list], new: dict[str, list], rtol: float, atol: float) -> list[str]:
@@ -96,7 +122,8 @@ def regenerate(assignment: str, directory: Path | None = None) -> tuple[Path, li
         except Exception as exc:  # a corrupt or incompatible file is replaced
             changes = [f"the stored file could not be read ({type(exc).__name__}); replaced"]
         else:
-            changes = compare_cases(old["cases"], new["cases"], module.REFERENCE_RTOL, module.REFERENCE_ATOL)
+            changes = compare_cases(old["cases"], new["cases"], getattr(module, "REFERENCE_RTOL", 1e-7),
+                                    getattr(module, "REFERENCE_ATOL", 1e-10))
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(new, path)
     load_reference.cache_clear()

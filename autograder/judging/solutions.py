@@ -15,11 +15,15 @@ inputs drawn at grading time.
 from __future__ import annotations
 
 import functools
+import textwrap
 import types
+from collections.abc import Callable
+from typing import Any
 
 import nbformat
 
 from autograder import source_notebook
+from autograder.notebook_format import SOLUTION_REGION
 
 
 def answer_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
@@ -36,6 +40,39 @@ def answer_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
 
 
 @functools.cache
+def load_namespace(assignment: str) -> dict[str, Any]:
+    """The globals after executing ``assignment``'s import and answer cells (see :func:`load_solutions`)."""
+    path = source_notebook(assignment)
+    nb = nbformat.read(path, as_version=4)
+    namespace: dict[str, Any] = {"__name__": f"autograder.solutions.{assignment}"}
+    for cell in answer_cells(nb):
+        code = compile(cell.source, f"{path.name}:{cell.metadata.get('nbgrader', {}).get('grade_id', 'imports')}",
+                       "exec")
+        exec(code, namespace)  # noqa: S102 - our own source notebook
+    return namespace
+
+
+def variant(assignment: str, name: str, body: str) -> Callable[..., Any]:
+    """The reference function ``name`` with its solution region replaced by ``body`` (a wrong answer).
+
+    The variant runs in a copy of the notebook's namespace, so that it sees the imports and the other
+    reference functions, and its own name resolves to itself.
+    """
+    nb = nbformat.read(source_notebook(assignment), as_version=4)
+    cells = [c for c in answer_cells(nb) if c.metadata.get("nbgrader", {}).get("grade_id") == name]
+    if not cells:
+        raise KeyError(f"{assignment} has no answer cell '{name}'")
+    match = SOLUTION_REGION.search(cells[0].source)
+    if match is None:
+        raise ValueError(f"answer cell '{name}' of {assignment} has no solution region")
+    indented = textwrap.indent(textwrap.dedent(body).strip("\n"), match.group(1)) + "\n"
+    source = cells[0].source[: match.start()] + indented + cells[0].source[match.end():]
+    namespace = dict(load_namespace(assignment))
+    exec(compile(source, f"<wrong answer for {name}>", "exec"), namespace)  # noqa: S102 - our own spec
+    return namespace[name]
+
+
+@functools.cache
 def load_solutions(assignment: str) -> types.SimpleNamespace:
     """Execute ``assignment``'s import and answer cells; return what they define.
 
@@ -43,11 +80,5 @@ def load_solutions(assignment: str) -> types.SimpleNamespace:
         A namespace whose attributes are the notebook's reference functions, e.g.
         ``load_solutions("example").softmax``.
     """
-    path = source_notebook(assignment)
-    nb = nbformat.read(path, as_version=4)
-    namespace: dict[str, object] = {"__name__": f"autograder.judging.solutions.{assignment}"}
-    for cell in answer_cells(nb):
-        code = compile(cell.source, f"{path.name}:{cell.metadata.get('nbgrader', {}).get('grade_id', 'imports')}",
-                       "exec")
-        exec(code, namespace)  # noqa: S102 - our own source notebook
+    namespace = load_namespace(assignment)
     return types.SimpleNamespace(**{k: v for k, v in namespace.items() if not k.startswith("__")})

@@ -22,6 +22,7 @@ import zipfile
 from pathlib import Path
 
 from autograder import REPO_ROOT
+from autograder.notebook_format import ALL_MARKERS
 
 #: Top-level files and folders of the repository that go into every bundle.
 SHARED_FILES = ("requirements-student.txt", "setup_colab.sh", "datasets/download.py", "datasets/README.md")
@@ -29,8 +30,7 @@ SHARED_PACKAGES = ("cs_lib",)
 #: Release-folder files left out of the bundle.
 EXCLUDED_PATTERNS = ("*solution*", "*reference*", "*.pt", "*.pth", "*.pyc", "gradebook.db")
 #: Text that must not appear in a bundled notebook.
-FORBIDDEN_MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS",
-                     "from autograder", "import autograder")
+FORBIDDEN_MARKERS = (*ALL_MARKERS, "from autograder", "import autograder")
 
 
 class BundleError(RuntimeError):

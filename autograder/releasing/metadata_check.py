@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SOLUTION = ("BEGIN SOLUTION", "END SOLUTION")
-HIDDEN = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
+from autograder.notebook_format import HIDDEN_MARKERS as HIDDEN
+from autograder.notebook_format import SOLUTION_MARKERS as SOLUTION
 
 
 class MetadataError(ValueError):

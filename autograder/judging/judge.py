@@ -1,0 +1,294 @@
+"""The judge: runs each hidden test in the grading process and records its verdict.
+
+While a submission is graded, :class:`Judge` listens on a Unix socket in the kernel's runtime folder.
+The executor opens a *window* for each graded test cell (:meth:`Judge.open`) and closes it when the
+cell has run (:meth:`Judge.close`). The hidden block of the cell (``cs_lib.judge_client.judge``)
+connects during that window; the judge then runs the cell's spec (:mod:`autograder.judging.spec`)
+with a :class:`RemoteFunction` that has the kernel call the student's function, receives the results
+as plain data (:mod:`cs_lib.wire`, no pickle, size-limited), computes the reference itself, compares,
+diagnoses, and records a :class:`Verdict`. The cell's points come from that verdict only
+(:mod:`autograder.execution.executor`): one connection per window, bound to the cell that is running,
+whatever the kernel claims.
+
+For a TA running the source notebook in Jupyter, :func:`judge_in_process` runs the same spec against
+the function in-process, through :class:`LocalChannel`, which serializes every request and reply as the
+socket does.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from autograder.judging.references import load_reference
+from autograder.judging.solutions import load_solutions, variant
+from autograder.judging.spec import GradedFunction, load_specs, spec_for_grade_id
+from autograder.judging.toolkit import BUILTIN_ERRORS, Failure, StudentError, fresh_generator, run_spec
+from cs_lib import wire
+from cs_lib.judge_client import encode_reply, handle, recv_frame, send_frame
+
+#: Largest reply a kernel may send (bytes).
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the judge decided for one test cell."""
+
+    grade_id: str
+    passed: bool
+    message: str
+
+
+class ChannelError(Exception):
+    """The kernel's side of a session broke: closed, timed out, or sent something malformed."""
+
+
+class SocketChannel:
+    """Requests to a kernel over a connected Unix socket."""
+
+    def __init__(self, conn: socket.socket, max_bytes: int = MAX_REPLY_BYTES) -> None:
+        self.conn = conn
+        self.max_bytes = max_bytes
+
+    def request(self, message: dict[str, Any]) -> Any:
+        buffer = io.BytesIO()
+        torch.save(message, buffer)
+        try:
+            send_frame(self.conn, buffer.getvalue())
+            return wire.decode(recv_frame(self.conn, self.max_bytes), self.max_bytes)
+        except wire.WireError as exc:
+            raise ChannelError(f"the kernel sent a malformed or oversized result ({exc})") from None
+        except TimeoutError:
+            raise ChannelError("the function did not return in time") from None
+        except (ConnectionError, OSError) as exc:
+            raise ChannelError(f"the kernel stopped answering ({type(exc).__name__}); did it crash?") from None
+
+
+class LocalChannel:
+    """Requests to a function in this process, serialized exactly as over the socket (TA mode)."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def request(self, message: dict[str, Any]) -> Any:
+        buffer = io.BytesIO()
+        torch.save(message, buffer)
+        buffer.seek(0)
+        copy = torch.load(buffer, weights_only=False)
+        return wire.decode(encode_reply(handle(self.fn, copy)))
+
+
+class RemoteFunction:
+    """The student's function as the hidden tests see it: call it, get plain data back.
+
+    ``student(*args, **kwargs)`` returns the output, or raises what the student's function raised
+    (re-created only for builtin exception types; others become :class:`StudentError`). A function
+    that modified a tensor argument in place raises :class:`Failure`. :attr:`last_modules` holds the
+    kernel's :func:`cs_lib.judge_client.module_report` of every model argument after the last call.
+    """
+
+    def __init__(self, name: str, channel: SocketChannel | LocalChannel, adapter: str | None = None) -> None:
+        self.__name__ = name
+        self.channel = channel
+        self.adapter = adapter
+        self.stand_ins: dict[str, str] = {}
+        self.last_modules: dict[str, Any] = {}
+        self.calls = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call(args, kwargs, None)
+
+    def backward(self, args: tuple, kwargs: dict[str, Any] | None = None, wrt: tuple[int, ...] = (0,),
+                 grad_output: torch.Tensor | None = None) -> tuple[Any, list[torch.Tensor | None]]:
+        """Call on copies of ``args`` with gradients on the positions ``wrt``; backpropagate.
+
+        Returns:
+            ``(output, grads)``: one gradient (or None) per position in ``wrt``, of
+            ``sum(output * grad_output)`` (``grad_output`` defaults to ones).
+        """
+        reply = self._call(args, kwargs or {}, {"wrt": list(wrt), "grad_output": grad_output}, full=True)
+        return reply["output"], list(reply.get("grads") or [None] * len(wrt))
+
+    def with_stand_ins(self, sources: dict[str, str]) -> RemoteFunction:
+        """A view of this function whose calls run with globals replaced by ``sources``' functions."""
+        other = RemoteFunction(self.__name__, self.channel, self.adapter)
+        other.stand_ins = dict(sources)
+        return other
+
+    def _call(self, args: tuple, kwargs: dict[str, Any], backward: dict[str, Any] | None, full: bool = False) -> Any:
+        self.calls += 1
+        request = {"op": "call", "args": tuple(args), "kwargs": dict(kwargs), "adapter": self.adapter,
+                   "backward": backward, "globals": self.stand_ins}
+        reply = self.channel.request(request)
+        if type(reply) is not dict or type(reply.get("ok")) is not bool:
+            raise ChannelError("the kernel sent a reply that is not a grader reply")
+        if not reply["ok"]:
+            self.last_modules = {}
+            error_type, message = str(reply.get("error_type", "Exception")), str(reply.get("message", ""))
+            if error_type == "UnsendableResult":
+                raise Failure(f"{self.__name__} returned something the grader cannot accept: {message}")
+            raise BUILTIN_ERRORS.get(error_type, StudentError)(
+                message if error_type in BUILTIN_ERRORS else f"{error_type}: {message}")
+        modules = reply.get("modules")
+        self.last_modules = modules if type(modules) is dict else {}
+        modified = reply.get("modified") or []
+        if type(modified) is list and modified:
+            index = modified[0]
+            raise Failure(f"{self.__name__} modified its argument #{int(index) + 1 if type(index) is int else '?'} "
+                          "in place; work on a copy.")
+        return reply if full else reply.get("output")
+
+
+# ------------------------------------------------------------------------------------------- running
+
+
+def wrong_answer_functions(assignment: str, spec: GradedFunction) -> dict[str, Callable[..., Any]]:
+    """``{hint: function}`` of the spec's wrong answers, compiled in the notebook's namespace."""
+    return {w.hint: variant(assignment, spec.name, w.body) for w in spec.wrong_answers}
+
+
+def stored_cases(assignment: str, spec: GradedFunction) -> list[dict[str, Any]]:
+    """The spec's stored cases from ``autograder/references/<assignment>.pt`` (empty without ``cases``)."""
+    if spec.cases is None:
+        return []
+    return load_reference(assignment)["cases"].get(spec.name, [])
+
+
+def run_test(assignment: str, spec: GradedFunction, student: RemoteFunction) -> Verdict:
+    """Run ``spec``'s hidden test against ``student``; never raises."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # small inputs: one thread is as fast, and never stalls on a busy machine
+    try:
+        ref = getattr(load_solutions(assignment), spec.name)
+        run_spec(spec, student, ref, wrong_answer_functions(assignment, spec), stored_cases(assignment, spec),
+                 fresh_generator())
+    except Failure as exc:
+        return Verdict(spec.grade_id, False, str(exc))
+    except ChannelError as exc:
+        return Verdict(spec.grade_id, False, f"{spec.name}: {exc}")
+    except NotImplementedError:
+        return Verdict(spec.grade_id, False, f"{spec.name} is not implemented yet (it raised NotImplementedError).")
+    except AssertionError as exc:
+        return Verdict(spec.grade_id, False, str(exc) or f"{spec.name}: a hidden test failed.")
+    except Exception as exc:  # noqa: BLE001 - whatever went wrong, the verdict is a clear failure
+        return Verdict(spec.grade_id, False, f"{spec.name} raised {type(exc).__name__}: {exc}")
+    finally:
+        torch.set_num_threads(before)
+    return Verdict(spec.grade_id, True, f"{spec.name}: hidden tests passed")
+
+
+def judge_in_process(assignment: str, fn: Callable[..., Any]) -> None:
+    """The TA's path: run the hidden test of ``fn`` here (``cs_lib.judge_client.judge`` calls it).
+
+    Raises:
+        AssertionError: with the judge's message when the test fails.
+    """
+    name = getattr(fn, "__name__", "")
+    specs = load_specs(assignment)
+    if name not in specs:
+        raise KeyError(f"autograder/hidden_tests/{assignment}.py has no spec for '{name}'; have {sorted(specs)}")
+    spec = specs[name]
+    verdict = run_test(assignment, spec, RemoteFunction(name, LocalChannel(fn), spec.adapter))
+    if not verdict.passed:
+        raise AssertionError(verdict.message)
+    print(verdict.message)
+
+
+# ------------------------------------------------------------------------------------------- serving
+
+
+@dataclass
+class _Window:
+    grade_id: str
+    deadline: float
+    claimed: bool = False
+    verdict: Verdict | None = None
+    thread: threading.Thread | None = None
+
+
+class Judge:
+    """Serves one submission's hidden tests from the grading process (see the module docstring)."""
+
+    def __init__(self, assignment: str, socket_path: str, max_reply_bytes: int = MAX_REPLY_BYTES) -> None:
+        self.assignment = assignment
+        self.socket_path = socket_path
+        self.max_reply_bytes = max_reply_bytes
+        self.verdicts: dict[str, Verdict] = {}
+        self._lock = threading.Lock()
+        self._window: _Window | None = None
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(socket_path)
+        self._server.listen(8)
+        self._closed = False
+        self._thread = threading.Thread(target=self._accept_loop, name="judge", daemon=True)
+        self._thread.start()
+
+    def open(self, grade_id: str, timeout: float) -> None:
+        """Accept one session for test cell ``grade_id`` during the next ``timeout`` seconds."""
+        with self._lock:
+            self._window = _Window(grade_id, time.monotonic() + timeout)
+
+    def close(self, wait: float = 10.0) -> Verdict | None:
+        """End the window; return its verdict, or None when no hidden test reported."""
+        with self._lock:
+            window, self._window = self._window, None
+        if window is None or not window.claimed:
+            return None
+        if window.thread is not None:
+            window.thread.join(wait)
+        return window.verdict
+
+    def shutdown(self) -> None:
+        self._closed = True
+        try:
+            self._server.close()
+        except OSError:
+            pass
+
+    def _accept_loop(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            with self._lock:
+                window = self._window
+                if window is None or window.claimed or time.monotonic() > window.deadline:
+                    window = None
+                else:
+                    window.claimed = True
+                    window.thread = threading.Thread(target=self._serve, args=(conn, window), daemon=True)
+            if window is None:
+                conn.close()  # outside a test cell, or a second connection in the same cell: refused
+                continue
+            window.thread.start()
+
+    def _serve(self, conn: socket.socket, window: _Window) -> None:
+        spec = spec_for_grade_id(self.assignment, window.grade_id)
+        with conn:
+            conn.settimeout(max(1.0, window.deadline - time.monotonic()))
+            try:
+                wire.decode(recv_frame(conn, 4096), 4096)  # the kernel's hello: read, and not trusted
+            except Exception:  # noqa: BLE001 - no valid hello: no verdict
+                return
+            if spec is None:
+                verdict = Verdict(window.grade_id, False, f"the grader has no hidden test for {window.grade_id}")
+            else:
+                channel = SocketChannel(conn, self.max_reply_bytes)
+                verdict = run_test(self.assignment, spec, RemoteFunction(spec.name, channel, spec.adapter))
+            window.verdict = verdict
+            self.verdicts[window.grade_id] = verdict
+            try:
+                buffer = io.BytesIO()
+                torch.save({"op": "done", "passed": verdict.passed, "message": verdict.message}, buffer)
+                send_frame(conn, buffer.getvalue())
+            except OSError:
+                pass

@@ -1,0 +1,135 @@
+"""One declaration per graded function: what the judge calls, compares and diagnoses.
+
+Each ``autograder/hidden_tests/<assignment>.py`` defines ``ASSIGNMENT``, ``REFERENCE_SEED`` and
+``SPECS``, a tuple of :class:`GradedFunction`. Everything else (calling the student in the kernel,
+comparing, diagnosing, messages, model-state checks) lives once in :mod:`autograder.judging.toolkit`,
+and :mod:`autograder.judging.references`, the demo's samples and the generic tests iterate over
+``SPECS``. A TA who adds a graded function writes its notebook cells and one spec, then runs
+``make references`` (see ``autograder/README.md``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import torch
+
+
+class Call:
+    """One invocation of a graded function: ``Call(x, squared=True, label="with duplicates")``."""
+
+    def __init__(self, *args: Any, label: str = "", **kwargs: Any) -> None:
+        self.args = args
+        self.kwargs = kwargs
+        self.label = label
+
+    def describe(self) -> str:
+        """The label, else a short description of the arguments (shapes and dtypes)."""
+        if self.label:
+            return self.label
+        parts = [_short(a) for a in self.args] + [f"{k}={_short(v)}" for k, v in self.kwargs.items()]
+        return "input (" + ", ".join(parts) + ")"
+
+    def __repr__(self) -> str:
+        return f"Call({self.describe()})"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{str(value.dtype).removeprefix('torch.')} tensor {tuple(value.shape)}"
+    if isinstance(value, torch.nn.Module):
+        return type(value).__name__
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+@dataclass(frozen=True)
+class WrongAnswer:
+    """A plausible mistake, as code, and the phrase the student's message must contain for it.
+
+    ``body`` replaces the solution region of the answer cell (written flush-left); it runs in the
+    notebook's namespace. The judge runs it on the same inputs as the student, and names ``hint``
+    when the student's output matches it. The generic tests check that it fails with that hint.
+    """
+
+    name: str
+    body: str
+    hint: str
+
+
+Check = Callable[..., None]  # (student, ref, g) -> None, raises toolkit.Failure
+CustomTest = Callable[..., None]  # (student, ref, spec, g) -> None, raises toolkit.Failure
+
+
+@dataclass(frozen=True)
+class GradedFunction:
+    """The hidden test of one graded function (see the module docstring and ``autograder/README.md``).
+
+    Attributes:
+        name: the notebook's function (or class) name; its test cell's grade_id is ``test_<name>``.
+        cases: ``(g) -> [Call]`` on a generator seeded with ``REFERENCE_SEED``: the stored cases
+            (inputs and the reference's outputs are written by ``python -m autograder references``).
+        fresh: ``(g) -> [Call]`` on a generator seeded from the OS at grading time.
+        rtol, atol: tolerances of the comparison with the reference; ``tolerance`` says why.
+        wrong_answers: mistakes the judge diagnoses by name (the first is the demo's wrong sample).
+        checks: extra property checks ``(student, ref, g) -> None``.
+        normalize: ``(output) -> output`` applied to both outputs before comparing (e.g. sort a set).
+        test: a whole custom test ``(student, ref, spec, g) -> None`` instead of the generic comparison.
+        adapter: ``"list"``: the kernel returns ``list(fn(*args))`` (for generators and samplers).
+        forgeable: the properties this spec takes from the kernel's own report (``autograder/README.md``).
+    """
+
+    name: str
+    cases: Callable[[torch.Generator], list[Call]] | None = None
+    fresh: Callable[[torch.Generator], list[Call]] | None = None
+    rtol: float = 1e-6
+    atol: float = 1e-9
+    tolerance: str = ""
+    wrong_answers: tuple[WrongAnswer, ...] = ()
+    checks: tuple[Check, ...] = ()
+    normalize: Callable[[Any], Any] | None = None
+    test: CustomTest | None = None
+    adapter: str | None = None
+    forgeable: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def grade_id(self) -> str:
+        return f"test_{self.name}"
+
+
+def hidden_test_module(assignment: str) -> ModuleType:
+    """``autograder.hidden_tests.<assignment>``.
+
+    Raises:
+        KeyError: when the assignment has no hidden tests.
+    """
+    try:
+        return importlib.import_module(f"autograder.hidden_tests.{assignment}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"autograder.hidden_tests.{assignment}":
+            raise KeyError(f"no hidden tests for assignment '{assignment}' (autograder/hidden_tests/{assignment}.py)"
+                           ) from None
+        raise
+
+
+@functools.cache
+def load_specs(assignment: str) -> dict[str, GradedFunction]:
+    """``{function name: spec}`` of ``assignment``, in notebook order."""
+    module = hidden_test_module(assignment)
+    specs = {spec.name: spec for spec in module.SPECS}
+    if len(specs) != len(module.SPECS):
+        raise ValueError(f"autograder/hidden_tests/{assignment}.py declares a function twice")
+    return specs
+
+
+def spec_for_grade_id(assignment: str, grade_id: str) -> GradedFunction | None:
+    """The spec whose test cell is ``grade_id`` (``test_<name>``), or None."""
+    for spec in load_specs(assignment).values():
+        if spec.grade_id == grade_id:
+            return spec
+    return None

@@ -1,0 +1,214 @@
+"""The kernel's side of a hidden test: call the student's function when the grader asks, nothing more.
+
+A hidden test cell of a source notebook ends with::
+
+    ### BEGIN HIDDEN TESTS
+    from cs_lib.judge_client import judge
+    judge("example", softmax)
+    ### END HIDDEN TESTS
+
+While a submission is graded, the grader's judge listens on the Unix socket named by
+``DLCV_JUDGE_SOCKET``. :func:`judge` connects and serves the judge's requests ("call the function on
+these inputs", optionally with a backward pass) until the judge says it is done. It never sees the
+reference solution, the expected outputs or the verdict's reasons beyond the final message, and the
+grade is decided by the judge from what it received, not from anything this process prints or raises.
+
+Without ``DLCV_JUDGE_SOCKET`` (a TA running the source notebook in Jupyter) the same judge runs in this
+process, from the ``autograder`` package of the checkout.
+
+Requests come from the grader (trusted) and are read with ``torch.load``; replies go back in the
+pickle-free :mod:`cs_lib.wire` format, which the grader decodes as plain data only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import socket
+import struct
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from cs_lib import wire
+
+SOCKET_ENV = "DLCV_JUDGE_SOCKET"
+#: Longest exception message sent back (characters).
+MAX_MESSAGE = 2000
+
+
+def judge(assignment: str, fn: Callable[..., Any]) -> None:
+    """Have the grader's judge test ``fn`` (a graded function or class of ``assignment``).
+
+    Raises:
+        AssertionError: with the judge's message when the hidden test fails.
+    """
+    path = os.environ.get(SOCKET_ENV)
+    if not path:
+        try:
+            from autograder.judging.judge import judge_in_process
+        except ImportError:
+            raise RuntimeError("Hidden tests run only when the grader grades this notebook, or in the source "
+                               "notebook of a checkout that has the autograder package.") from None
+        judge_in_process(assignment, fn)
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.connect(path)
+        send_frame(conn, wire.encode({"op": "hello", "assignment": assignment,
+                                      "name": getattr(fn, "__name__", "?")}))
+        while True:
+            request = torch.load(io.BytesIO(recv_frame(conn)), weights_only=False)
+            if request["op"] == "done":
+                if not request["passed"]:
+                    raise AssertionError(request["message"])
+                print(request["message"])
+                return
+            send_frame(conn, encode_reply(handle(fn, request)))
+
+
+def handle(fn: Callable[..., Any], request: dict[str, Any]) -> dict[str, Any]:
+    """Serve one ``call`` request: run ``fn`` and describe what happened as plain data.
+
+    The request: ``args``, ``kwargs``; ``adapter`` (``"list"``: return ``list(fn(...))``);
+    ``backward`` (``{"wrt": [i, ...], "grad_output": tensor or None}``); ``globals`` (``{name: source}``:
+    functions defined by ``source`` replace those globals of ``fn`` during the call).
+
+    Returns:
+        ``{"ok": True, "output", "grads", "modified", "modules"}`` or ``{"ok": False, "error_type", "message",
+        "traceback"}``. ``modified`` lists the positional tensor arguments that ``fn`` changed in place;
+        ``modules`` describes every ``nn.Module`` argument after the call (:func:`module_report`).
+    """
+    args, kwargs = list(request.get("args", ())), dict(request.get("kwargs", {}))
+    backward = request.get("backward")
+    if backward:
+        for i in backward["wrt"]:
+            args[i] = args[i].detach().clone().requires_grad_(True)
+    originals = {i: a.detach().clone() for i, a in enumerate(args) if isinstance(a, torch.Tensor)}
+    grads = None
+    try:
+        with _swapped_globals(fn, request.get("globals") or {}):
+            output = fn(*args, **kwargs)
+            if request.get("adapter") == "list":
+                output = list(output)
+            if backward:
+                target = output[0] if isinstance(output, (tuple, list)) else output
+                if not isinstance(target, torch.Tensor) or not target.requires_grad:
+                    raise TypeError(f"the output ({type(target).__name__}) has no gradient to propagate; "
+                                    "compute it from the inputs with differentiable torch operations")
+                grad_output = backward.get("grad_output")
+                grad_output = torch.ones_like(target) if grad_output is None else grad_output.to(target)
+                inputs = [args[i] for i in backward["wrt"]]
+                grads = list(torch.autograd.grad(target, inputs, grad_outputs=grad_output, allow_unused=True))
+    except Exception as exc:  # noqa: BLE001 - every failure of the student's code is reported as data
+        return {"ok": False, "error_type": type(exc).__name__, "message": str(exc)[:MAX_MESSAGE],
+                "traceback": "".join(traceback.format_exception(exc, limit=-8))[-4 * MAX_MESSAGE:]}
+    modified = [i for i, before in originals.items()
+                if args[i].shape != before.shape or not torch.equal(args[i].detach(), before)]
+    modules = {f"arg{i}": module_report(a) for i, a in enumerate(args) if isinstance(a, nn.Module)}
+    modules.update({k: module_report(v) for k, v in kwargs.items() if isinstance(v, nn.Module)})
+    return {"ok": True, "output": output, "grads": grads, "modified": modified, "modules": modules}
+
+
+def encode_reply(reply: dict[str, Any]) -> bytes:
+    """:func:`cs_lib.wire.encode` the reply; an output that cannot be sent becomes an error reply."""
+    try:
+        return wire.encode(reply)
+    except wire.WireError as exc:
+        return wire.encode({"ok": False, "error_type": "UnsendableResult", "message": str(exc)[:MAX_MESSAGE],
+                            "traceback": ""})
+
+
+def module_report(model: nn.Module) -> dict[str, Any]:
+    """What a hidden test needs to know of a model after a call, as plain data.
+
+    Returns:
+        ``{"parameters": sha256 of every parameter and buffer's bytes, "requires_grad": {name: bool},
+        "training": {name: bool}, "inplace": {name: bool}, "hooks": {name: count}, "global_hooks": count,
+        "forward_calls": int or None}``; module names as in ``named_modules`` (``""`` is the model).
+    """
+    digest = hashlib.sha256()
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(name.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    hooks, training, inplace = {}, {}, {}
+    for name, module in model.named_modules():
+        count = sum(len(getattr(module, d, {}) or {}) for d in
+                    ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"))
+        if count:
+            hooks[name] = count
+        training[name] = bool(module.training)
+        if hasattr(module, "inplace"):
+            inplace[name] = bool(module.inplace)
+    from torch.nn.modules import module as module_globals
+
+    global_hooks = sum(len(getattr(module_globals, d, {}) or {}) for d in
+                       ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                        "_global_backward_pre_hooks"))
+    counter = getattr(model, "forward_calls", None)
+    return {"parameters": digest.hexdigest(),
+            "requires_grad": {n: bool(p.requires_grad) for n, p in model.named_parameters()},
+            "training": training, "inplace": inplace, "hooks": hooks, "global_hooks": global_hooks,
+            "forward_calls": counter if type(counter) is int else None}
+
+
+@contextlib.contextmanager
+def _swapped_globals(fn: Callable[..., Any], sources: dict[str, str]) -> Iterator[None]:
+    """Replace globals of ``fn`` by the functions that ``sources`` define, for the duration of a call."""
+    if not sources:
+        yield
+        return
+    namespace = getattr(fn, "__globals__", None)
+    if namespace is None:
+        raise TypeError("this graded function must be a plain Python function")
+    saved = {name: namespace.get(name, _MISSING) for name in sources}
+    try:
+        for name, source in sources.items():
+            scope: dict[str, Any] = {"torch": torch, "nn": nn, "F": torch.nn.functional}
+            exec(compile(source, f"<grader stand-in {name}>", "exec"), scope)  # noqa: S102 - the grader's code
+            namespace[name] = scope[name]
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is _MISSING:
+                namespace.pop(name, None)
+            else:
+                namespace[name] = value
+
+
+_MISSING = object()
+_LENGTH = struct.Struct("<Q")
+
+
+def send_frame(conn: socket.socket, payload: bytes) -> None:
+    """Send one length-prefixed frame."""
+    conn.sendall(_LENGTH.pack(len(payload)) + payload)
+
+
+def recv_frame(conn: socket.socket, max_bytes: int = wire.DEFAULT_MAX_BYTES) -> bytes:
+    """Receive one length-prefixed frame of at most ``max_bytes`` bytes.
+
+    Raises:
+        ConnectionError: the peer closed the connection.
+        wire.WireError: the announced frame is larger than ``max_bytes``.
+    """
+    (size,) = _LENGTH.unpack(_recv_exactly(conn, _LENGTH.size))
+    if size > max_bytes:
+        raise wire.WireError(f"the message announces {size} bytes; the limit is {max_bytes}")
+    return _recv_exactly(conn, size)
+
+
+def _recv_exactly(conn: socket.socket, size: int) -> bytes:
+    chunks, got = [], 0
+    while got < size:
+        chunk = conn.recv(min(size - got, 1 << 20))
+        if not chunk:
+            raise ConnectionError("the other side closed the connection")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
