@@ -5,11 +5,14 @@ Commands (``python -m autograder <command> --help`` for each):
                                the student bundle dist/<assignment>.zip
   grade SUBMISSIONS            grade a folder or zip of submissions (nbgrader or LMS layout) in
                                parallel into an nbgrader course: gradebook.db, grades.csv, tests.csv
+  merge SHARD_OUT ... --out O  join the outputs of `grade --shard I/N` runs into one course
   feedback                     write each student's HTML feedback (hidden tests never shown)
   export                       write grades.csv (nbgrader's columns) and tests.csv (one row per test)
   demo                         release, sample submissions, parallel grading, the grade table (offline)
   gradescope ASSIGNMENT        write dist/<assignment>-gradescope.zip for Gradescope
   references [ASSIGNMENT ...]  regenerate the hidden tests' reference files; say what changed
+  similarity SUBMISSIONS       which submissions share code, and which match the reference or --against
+                               sources: similarity.csv, an HTML report, a table on stdout
 """
 
 from __future__ import annotations
@@ -59,18 +62,39 @@ def cmd_release(args: argparse.Namespace) -> int:
 def cmd_grade(args: argparse.Namespace) -> int:
     from autograder.batch.grading import grade
     from autograder.batch.scheduler import default_jobs
-    from autograder.execution.isolation import network_sandbox_prefix
+    from autograder.execution import sandbox
 
     limits = _limits(args)
     jobs = args.jobs or default_jobs()
+    plan = sandbox.plan(files=True, network=limits.network_isolation)
+    if not plan.files_isolated:
+        if not args.allow_unsandboxed:
+            print(f"error: refusing to grade: {plan.note}", file=sys.stderr)
+            return 2
+        limits.sandbox = False
+        print(sandbox.UNSANDBOXED_WARNING, file=sys.stderr)
+        plan = sandbox.plan(files=False, network=limits.network_isolation)
     if not args.quiet:
-        note = network_sandbox_prefix()[1] if limits.network_isolation else "network isolation off (--allow-network)"
         print(f"grading with {jobs} processes; per submission: {limits.timeout:.0f} s, "
-              f"{limits.memory / 1024**3:.1f} GiB; {note}", file=sys.stderr)
+              f"{limits.memory / 1024**3:.1f} GiB; {plan.note}", file=sys.stderr)
+    from autograder.batch.shards import shard_from_environment
+
+    shard = shard_from_environment(args.shard, args.shard_count)
+    if shard is not None and not args.quiet:
+        print(f"grading shard {shard} of the submissions", file=sys.stderr)
     run = grade(Path(args.submissions), Path(args.out), jobs=jobs, limits=limits, assignment=args.assignment,
-                feedback=args.feedback, progress=not args.quiet, keep_work=args.keep_work)
+                feedback=args.feedback, progress=not args.quiet, keep_work=args.keep_work, shard=shard,
+                force=args.force)
     print(run.summary())
     return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from autograder.batch.merge import merge
+
+    report = merge([Path(d) for d in args.shards], Path(args.out), partial=args.partial)
+    print(report.summary())
+    return 1 if report.problems and not args.partial else 0
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
@@ -121,6 +145,22 @@ def cmd_gradescope(args: argparse.Namespace) -> int:
 
     path = build(args.assignment, Path(args.dist), timeout=args.timeout, memory=parse_size(args.memory_limit))
     print(f"{args.assignment}: Gradescope autograder bundle {path}")
+    return 0
+
+
+def cmd_similarity(args: argparse.Namespace) -> int:
+    from autograder.similarity.report import summary_table, write_report
+    from autograder.similarity.run import compare_submissions
+
+    runs = compare_submissions(Path(args.submissions), args.assignment, [Path(p) for p in args.against],
+                               threshold=args.threshold, min_tokens=args.min_tokens, jobs=args.jobs,
+                               progress=not args.quiet)
+    out = Path(args.out)
+    for run in runs:
+        folder = out if len(runs) == 1 else out / run.assignment
+        paths = write_report(run, folder)
+        print(summary_table(run))
+        print(f"report: {paths['index']}; pairs: {paths['csv']}; written answers: {paths['markdown_csv']}")
     return 0
 
 
@@ -197,13 +237,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-output", type=int, default=1_000_000, help="output characters kept per cell")
     p.add_argument("--max-restarts", type=int, default=3, help="kernel restarts per submission after a crash")
     p.add_argument("--allow-network", action="store_true", help="do not cut the kernels off the network")
+    p.add_argument("--allow-unsandboxed", action="store_true",
+                   help="grade even where the kernel cannot be sandboxed (macOS, Ubuntu 24.04 without user "
+                        "namespaces): student code can then read the solutions and other students' files")
     p.add_argument("--strict-stderr", action="store_true",
                    help="score stderr output in a test cell as a failure, as plain nbgrader does")
     p.add_argument("--no-feedback", dest="feedback", action="store_false",
                    help="skip the students' HTML feedback pages (written by default)")
     p.add_argument("--keep-work", action="store_true", help="keep the temporary per-submission courses")
+    p.add_argument("--shard", metavar="I/N",
+                   help="grade only shard I (0-based) of N, split by a hash of the student id (default: from "
+                        "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX with --shard-count)")
+    p.add_argument("--shard-count", type=int, metavar="N",
+                   help="number of shards, with the index from SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX")
+    p.add_argument("--force", action="store_true",
+                   help="regrade submissions whose result is already in --out with the same input (default: "
+                        "skip them, so a rerun only grades what is new or changed)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("merge", help="join shard outputs into one course", formatter_class=fmt,
+                       description="Merge the --out folders of `grade --shard I/N` runs into one nbgrader course "
+                                   "with the same gradebook.db, grades.csv, tests.csv, submitted/, autograded/ "
+                                   "and feedback/ as one single-machine `grade` of all the submissions. A shard "
+                                   "that did not finish or is missing is reported with its students, and nothing "
+                                   "is written (exit 1) unless --partial. A student with results in two folders "
+                                   "keeps the newer one (reported).\n\n"
+                                   "example: python -m autograder merge out/shard_0 out/shard_1 out/shard_2 "
+                                   "--out out/merged")
+    p.add_argument("shards", nargs="+", metavar="SHARD_OUT", help="the shards' --out folders")
+    p.add_argument("--out", required=True, help="the merged course (a new folder, or one to update)")
+    p.add_argument("--partial", action="store_true",
+                   help="write the merged course even when students have no result (they are listed)")
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("feedback", help="write HTML feedback without hidden tests", formatter_class=fmt,
                        description="Render <out>/autograded/<student>/<assignment> to "
@@ -244,6 +310,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=1200.0, help="seconds per submission (default: 1200)")
     p.add_argument("--memory-limit", default="3GiB", help="resident memory per submission (default: 3GiB)")
     p.set_defaults(func=cmd_gradescope)
+
+    from autograder.similarity import DEFAULT_THRESHOLD, MIN_MATCHING_TOKENS
+
+    p = sub.add_parser("similarity", help="find submissions that share code or copy a known solution",
+                       formatter_class=fmt,
+                       description="Compare what students wrote in the answer cells (the release's stubs, "
+                                   "signatures, docstrings and given code never count) with copydetect's "
+                                   "winnowing, every pair of students and every student against the known "
+                                   "sources: the reference solution and any --against files. Writes "
+                                   "<out>/similarity.csv (code), similarity_markdown.csv (written answers), "
+                                   "skipped.csv and index.html with one page per pair; prints a table.\n\n"
+                                   "A score is the share of one side's answers that lie in regions the other "
+                                   "side also has (0..1, each direction).\n\n"
+                                   "SUBMISSIONS: as for grade (folder or zip, nbgrader or LMS layout, newest "
+                                   "file per student).\n\n"
+                                   "example: python -m autograder similarity canvas.zip --against found_online/ "
+                                   "--out similarity_out")
+    p.add_argument("submissions", help="folder or zip of submissions")
+    p.add_argument("--assignment", help="read LMS-style files as this assignment (default: from the file name "
+                                        "or the notebook's cells)")
+    p.add_argument("--against", nargs="+", default=[], metavar="PATH",
+                   help="known sources that are not students (notebooks, .py files, folders of them)")
+    p.add_argument("--out", default="similarity_out", help="report folder (default: similarity_out/)")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help=f"flag pairs whose score reaches this, in either direction (default: {DEFAULT_THRESHOLD})")
+    p.add_argument("--min-tokens", type=int, default=MIN_MATCHING_TOKENS,
+                   help=f"never flag fewer shared tokens than this (default: {MIN_MATCHING_TOKENS})")
+    p.add_argument("--jobs", "-j", type=int, default=None, help="processes for reading (default: CPU cores)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_similarity)
     return parser
 
 
