@@ -5,6 +5,7 @@ Commands (``python -m autograder <command> --help`` for each):
                                the student bundle dist/<assignment>.zip
   grade SUBMISSIONS            grade a folder or zip of submissions (nbgrader or LMS layout) in
                                parallel into an nbgrader course: gradebook.db, grades.csv, tests.csv
+  merge SHARD_OUT ... --out O  join the outputs of `grade --shard I/N` runs into one course
   feedback                     write each student's HTML feedback (hidden tests never shown)
   export                       write grades.csv (nbgrader's columns) and tests.csv (one row per test)
   demo                         release, sample submissions, parallel grading, the grade table (offline)
@@ -69,10 +70,24 @@ def cmd_grade(args: argparse.Namespace) -> int:
         note = network_sandbox_prefix()[1] if limits.network_isolation else "network isolation off (--allow-network)"
         print(f"grading with {jobs} processes; per submission: {limits.timeout:.0f} s, "
               f"{limits.memory / 1024**3:.1f} GiB; {note}", file=sys.stderr)
+    from autograder.batch.shards import shard_from_environment
+
+    shard = shard_from_environment(args.shard, args.shard_count)
+    if shard is not None and not args.quiet:
+        print(f"grading shard {shard} of the submissions", file=sys.stderr)
     run = grade(Path(args.submissions), Path(args.out), jobs=jobs, limits=limits, assignment=args.assignment,
-                feedback=args.feedback, progress=not args.quiet, keep_work=args.keep_work)
+                feedback=args.feedback, progress=not args.quiet, keep_work=args.keep_work, shard=shard,
+                force=args.force)
     print(run.summary())
     return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from autograder.batch.merge import merge
+
+    report = merge([Path(d) for d in args.shards], Path(args.out), partial=args.partial)
+    print(report.summary())
+    return 1 if report.problems and not args.partial else 0
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
@@ -220,8 +235,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-feedback", dest="feedback", action="store_false",
                    help="skip the students' HTML feedback pages (written by default)")
     p.add_argument("--keep-work", action="store_true", help="keep the temporary per-submission courses")
+    p.add_argument("--shard", metavar="I/N",
+                   help="grade only shard I (0-based) of N, split by a hash of the student id (default: from "
+                        "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX with --shard-count)")
+    p.add_argument("--shard-count", type=int, metavar="N",
+                   help="number of shards, with the index from SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX")
+    p.add_argument("--force", action="store_true",
+                   help="regrade submissions whose result is already in --out with the same input (default: "
+                        "skip them, so a rerun only grades what is new or changed)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("merge", help="join shard outputs into one course", formatter_class=fmt,
+                       description="Merge the --out folders of `grade --shard I/N` runs into one nbgrader course "
+                                   "with the same gradebook.db, grades.csv, tests.csv, submitted/, autograded/ "
+                                   "and feedback/ as one single-machine `grade` of all the submissions. A shard "
+                                   "that did not finish or is missing is reported with its students, and nothing "
+                                   "is written (exit 1) unless --partial. A student with results in two folders "
+                                   "keeps the newer one (reported).\n\n"
+                                   "example: python -m autograder merge out/shard_0 out/shard_1 out/shard_2 "
+                                   "--out out/merged")
+    p.add_argument("shards", nargs="+", metavar="SHARD_OUT", help="the shards' --out folders")
+    p.add_argument("--out", required=True, help="the merged course (a new folder, or one to update)")
+    p.add_argument("--partial", action="store_true",
+                   help="write the merged course even when students have no result (they are listed)")
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("feedback", help="write HTML feedback without hidden tests", formatter_class=fmt,
                        description="Render <out>/autograded/<student>/<assignment> to "
