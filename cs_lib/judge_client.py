@@ -74,7 +74,9 @@ def judge(assignment: str, fn: Callable[..., Any]) -> None:
 def handle(fn: Callable[..., Any], request: dict[str, Any]) -> dict[str, Any]:
     """Serve one ``call`` request: run ``fn`` and describe what happened as plain data.
 
-    The request: ``args``, ``kwargs``; ``adapter`` (``"list"``: return ``list(fn(...))``);
+    The request: ``args``, ``kwargs``; ``adapter`` (``"list"``: return ``list(fn(...))``; ``"in_place"``:
+    for a function that works in place, return ``{"returned": fn(...), "arguments": [each positional
+    tensor argument after the call, else None]}`` and report no argument as modified);
     ``backward`` (``{"wrt": [i, ...], "grad_output": tensor or None}``); ``globals`` (``{name: source}``:
     functions defined by ``source`` replace those globals of ``fn`` during the call).
 
@@ -95,6 +97,9 @@ def handle(fn: Callable[..., Any], request: dict[str, Any]) -> dict[str, Any]:
             output = fn(*args, **kwargs)
             if request.get("adapter") == "list":
                 output = list(output)
+            elif request.get("adapter") == "in_place":
+                output = {"returned": output,
+                          "arguments": [a if isinstance(a, torch.Tensor) else None for a in args]}
             if backward:
                 target = output[0] if isinstance(output, (tuple, list)) else output
                 if not isinstance(target, torch.Tensor) or not target.requires_grad:
@@ -106,12 +111,19 @@ def handle(fn: Callable[..., Any], request: dict[str, Any]) -> dict[str, Any]:
                 grads = list(torch.autograd.grad(target, inputs, grad_outputs=grad_output, allow_unused=True))
     except Exception as exc:  # noqa: BLE001 - every failure of the student's code is reported as data
         return {"ok": False, "error_type": type(exc).__name__, "message": str(exc)[:MAX_MESSAGE],
-                "traceback": "".join(traceback.format_exception(exc, limit=-8))[-4 * MAX_MESSAGE:]}
-    modified = [i for i, before in originals.items()
-                if args[i].shape != before.shape or not torch.equal(args[i].detach(), before)]
-    modules = {f"arg{i}": module_report(a) for i, a in enumerate(args) if isinstance(a, nn.Module)}
-    modules.update({k: module_report(v) for k, v in kwargs.items() if isinstance(v, nn.Module)})
-    return {"ok": True, "output": output, "grads": grads, "modified": modified, "modules": modules}
+                "traceback": "".join(traceback.format_exception(exc, limit=-8))[-4 * MAX_MESSAGE:],
+                "modules": _module_reports(args, kwargs)}
+    modified = [i for i, before in originals.items() if request.get("adapter") != "in_place"
+                and (args[i].shape != before.shape or not torch.equal(args[i].detach(), before))]
+    return {"ok": True, "output": output, "grads": grads, "modified": modified,
+            "modules": _module_reports(args, kwargs)}
+
+
+def _module_reports(args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """:func:`module_report` of every model argument: ``{"arg0": ..., "<kwarg name>": ...}``."""
+    reports = {f"arg{i}": module_report(a) for i, a in enumerate(args) if isinstance(a, nn.Module)}
+    reports.update({k: module_report(v) for k, v in kwargs.items() if isinstance(v, nn.Module)})
+    return reports
 
 
 def encode_reply(reply: dict[str, Any]) -> bytes:

@@ -6,15 +6,13 @@
 - :func:`with_one_answer_blank`: a correct submission with one answer cell reset to its stub;
 - :func:`with_answer_body`: a correct submission with one function's body replaced, e.g. by
   :func:`wrong_body` (a plausible wrong answer) or :data:`CRASH_BODY` (kills the kernel);
-- :func:`wrong_body`: the grade module's ``WRONG_ANSWERS[grade_id]`` if it defines one, else
-  ``return <first argument>``.
+- :func:`wrong_body`: the first wrong answer of the function's spec, else ``return <first argument>``.
 """
 
 from __future__ import annotations
 
 import ast
 import copy
-import importlib
 import textwrap
 
 import nbformat
@@ -87,17 +85,17 @@ def with_answer_body(correct: nbformat.NotebookNode, source: nbformat.NotebookNo
 def wrong_body(assignment: str, source: nbformat.NotebookNode, grade_id: str) -> str:
     """A plausible wrong body for answer ``grade_id``.
 
-    The grade module ``autograder.hidden_tests.<assignment>`` may define
-    ``WRONG_ANSWERS = {grade_id: "body source"}``; otherwise the body returns the function's
-    first argument unchanged.
+    The first :class:`~autograder.judging.spec.WrongAnswer` of the function's spec; without one, a
+    body that returns the function's first argument unchanged.
     """
+    from autograder.judging.spec import load_specs
+
     try:
-        module = importlib.import_module(f"autograder.hidden_tests.{assignment}")
-    except ModuleNotFoundError:
-        module = None
-    answers = getattr(module, "WRONG_ANSWERS", {}) or {}
-    if grade_id in answers:
-        return answers[grade_id]
+        spec = load_specs(assignment).get(grade_id)
+    except (KeyError, AttributeError):  # no hidden tests, or a module without SPECS
+        spec = None
+    if spec is not None and spec.wrong_answers:
+        return spec.wrong_answers[0].body
     tree = ast.parse(_DELIMITER.sub("", _source_cell(source, grade_id).source))
     for node in tree.body:
         if isinstance(node, ast.FunctionDef):

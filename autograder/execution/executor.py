@@ -48,20 +48,23 @@ from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Float, Integer, Unicode
 
+from autograder.execution import sandbox
 from autograder.execution.isolation import (
     GiB,
     MemoryWatchdog,
     SandboxedKernelManager,
     exit_description,
     kill_process_tree,
-    network_sandbox_prefix,
 )
 from autograder.feedback.redact import strip_hidden_tests
+from autograder.notebook_format import grade_id_of, is_test_cell
 
 #: ``ename`` of the error outputs this step adds.
 KERNEL_DIED = "KernelDied"
 NOT_RUN = "CellNotRun"
 TIMEOUT = "CellTimeoutError"  # the name nbgrader's Execute uses too
+NO_VERDICT = "NoVerdict"
+HIDDEN_TEST_FAILED = "AssertionError"
 
 
 def error_output(ename: str, evalue: str) -> NotebookNode:
@@ -81,6 +84,10 @@ class ResilientExecute(Execute):
     interrupt_grace = Float(5.0, help="seconds a timed-out kernel has to answer after an interrupt").tag(
         config=True)
     network_isolation = Bool(True, help="start the kernel without network where the OS allows").tag(config=True)
+    file_isolation = Bool(True, help="start the kernel in the file-system sandbox (autograder.execution.sandbox)"
+                          ).tag(config=True)
+    judge_assignment = Unicode("", help="the assignment whose judge decides the test cells (empty: no judge, "
+                                        "nbgrader's own rule from the outputs)").tag(config=True)
     report_path = Unicode("", help="where to write the JSON timing report (empty: nowhere)").tag(config=True)
 
     def __init__(self, **kwargs: Any) -> None:
@@ -107,6 +114,7 @@ class ResilientExecute(Execute):
         self._count = 0
         self.restarts = 0
         self._watchdog = MemoryWatchdog(self.memory_limit)
+        self._judge = self._start_judge()
         report: dict[str, Any] = {"restarts": 0, "kernel_start_seconds": [], "cell_seconds": 0.0}
         succeeded: list[int] = []
         alive = True
@@ -142,6 +150,8 @@ class ResilientExecute(Execute):
                     alive = self._recover(succeeded, report)
         finally:
             self._watchdog.stop()
+            if self._judge is not None:
+                self._judge.shutdown()
             report["restarts"] = self.restarts
             report["peak_rss"] = self._watchdog.peak
             report["network"] = self._network_note
@@ -161,6 +171,17 @@ class ResilientExecute(Execute):
         self._output_used[index] = 0
         self._count += 1
         self.iopub_timeout = self._iopub_timeout
+        judged = self._judge is not None and is_test_cell(cell) and grade_id_of(cell) is not None
+        if judged:
+            self._judge.open(grade_id_of(cell), timeout=self.timeout + 5)
+        try:
+            outcome = self._execute_and_classify(cell, index, cut_by_budget)
+        finally:
+            if judged:
+                self._apply_verdict(cell, self._judge.close())
+        return outcome
+
+    def _execute_and_classify(self, cell: NotebookNode, index: int, cut_by_budget: bool) -> str:
         try:
             self.execute_cell(cell, index, execution_count=self._count, store_history=True)
         except Exception as exc:  # noqa: BLE001 - whatever breaks, the grade survives
@@ -185,6 +206,50 @@ class ResilientExecute(Execute):
             return "error"
         self._mark(cell, "ok", None)
         return "ok"
+
+    def _apply_verdict(self, cell: NotebookNode, verdict: Any) -> None:
+        """Make a test cell's outputs say what the judge decided, and nothing the kernel claimed.
+
+        nbgrader scores a test cell from its outputs: full points without an error output, 0 with one
+        (or the number of an ``execute_result``, as partial credit). So the kernel's error and
+        ``execute_result`` outputs are dropped, and the verdict decides: passed, no error; failed, the
+        judge's message as an ``AssertionError``; no verdict (the hidden test never reported: the cell
+        was blanked, transformed or skipped, or an earlier line raised), an error (the cell's own
+        error if it had one, else ``NoVerdict``). A cell whose kernel died or timed out keeps its outputs.
+        """
+        meta = cell.metadata.get("autograder", {})
+        if meta.get("outcome") in ("died", "timeout", "not_run"):
+            return
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        kept = [o for o in cell.outputs if o.output_type not in ("error", "execute_result")]
+        if verdict is None:
+            if errors:
+                cell.outputs = [*kept, errors[-1]]
+                return
+            reason = ("the hidden test did not report to the grader (the cell's code did not run as written: "
+                      "was it changed, skipped or emptied?); no points")
+            cell.outputs = [*kept, error_output(NO_VERDICT, reason)]
+            self._mark(cell, "error", f"{NO_VERDICT}: {reason}")
+        elif verdict.passed:
+            cell.outputs = kept
+            self._mark(cell, "ok", None)
+        else:
+            cell.outputs = [*kept, error_output(HIDDEN_TEST_FAILED, verdict.message)]
+            self._mark(cell, "error", f"{HIDDEN_TEST_FAILED}: {verdict.message}")
+
+    def _start_judge(self) -> Any:
+        """The judge of this submission, listening in the runtime folder (None without ``judge_assignment``)."""
+        if not self.judge_assignment:
+            os.environ.pop("DLCV_JUDGE_SOCKET", None)
+            return None
+        from autograder.judging.judge import Judge
+
+        runtime = jupyter_runtime_dir()
+        os.makedirs(runtime, exist_ok=True)
+        path = os.path.join(runtime, f"judge-{uuid.uuid4().hex[:12]}.sock")
+        judge = Judge(self.judge_assignment, path)
+        os.environ["DLCV_JUDGE_SOCKET"] = path  # the kernel inherits it
+        return judge
 
     async def _async_handle_timeout(self, timeout: int, cell: NotebookNode | None = None) -> Any:
         # After a timeout the cell's remaining output is not worth waiting for.
@@ -221,17 +286,28 @@ class ResilientExecute(Execute):
     def _start_kernel(self, report: dict[str, Any]) -> bool:
         """Start a kernel (and its client); False, with :attr:`_gave_up_reason`, if it cannot start."""
         start = time.monotonic()
-        prefix, self._network_note = network_sandbox_prefix() if self.network_isolation else \
-            ((), "network isolation off")
+        plan = sandbox.plan(files=self.file_isolation, network=self.network_isolation)
+        self._network_note = plan.note
+        if self.file_isolation and not plan.files_isolated:  # fail closed: never an unsandboxed kernel by accident
+            self._gave_up_reason = f"not run: {plan.note}"
+            return False
         try:
             self.km = self.create_kernel_manager()
-            if prefix and isinstance(self.km, SandboxedKernelManager):
-                self.km.command_prefix = list(prefix)
-                self.km.transport = "ipc"
-                # Absolute socket path prefix, shared by the client and the kernel (cwds differ).
+            if plan.prefix and isinstance(self.km, SandboxedKernelManager):
                 runtime = jupyter_runtime_dir()
                 os.makedirs(runtime, exist_ok=True)
-                self.km.ip = os.path.join(runtime, f"kernel-{uuid.uuid4().hex[:12]}-ipc")
+                cwd = (self.resources or {}).get("metadata", {}).get("path") or os.getcwd()
+                self.km.command_prefix = sandbox.kernel_prefix(plan, [os.path.abspath(cwd), runtime])
+                self.km.transport = "ipc"
+                # Absolute socket path prefix, shared by the client and the kernel (cwds differ).
+                name = f"kernel-{uuid.uuid4().hex[:12]}"
+                self.km.ip = os.path.join(runtime, f"{name}-ipc")
+                # The connection file too: the sandboxed kernel sees the runtime folder, not the grader's /tmp.
+                self.km.connection_file = os.path.join(runtime, f"{name}.json")
+                if plan.files_isolated:
+                    # In its own PID namespace the kernel is not the process the manager started, so
+                    # interrupts go over the control channel instead of as a signal.
+                    self.km.kernel_spec.interrupt_mode = "message"
             self.start_new_kernel()
             self.start_new_kernel_client()
         except Exception as exc:  # noqa: BLE001 - any failure to start is reported per cell

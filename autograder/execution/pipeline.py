@@ -61,7 +61,7 @@ def autograde_preprocessors(strict_stderr: bool = False) -> list[type]:
 
 def autograde_config(base: Config, *, timeout: float, cell_timeout: float | None, memory: int,
                      max_output_chars: int, max_restarts: int, network_isolation: bool, report_path: str,
-                     strict_stderr: bool) -> Config:
+                     strict_stderr: bool, file_isolation: bool = True, judge_assignment: str = "") -> Config:
     """``base`` (the course's nbgrader config) plus the kit's pipeline and limits."""
     cfg = Config(base)
     cfg.Autograde.autograde_preprocessors = autograde_preprocessors(strict_stderr)
@@ -74,4 +74,6 @@ def autograde_config(base: Config, *, timeout: float, cell_timeout: float | None
     cfg.ResilientExecute.max_kernel_restarts = int(max_restarts)
     cfg.ResilientExecute.network_isolation = bool(network_isolation)
     cfg.ResilientExecute.report_path = report_path
+    cfg.ResilientExecute.file_isolation = bool(file_isolation)
+    cfg.ResilientExecute.judge_assignment = judge_assignment
     return cfg

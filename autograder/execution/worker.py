@@ -56,6 +56,7 @@ class Limits:
     max_output_chars: int = 1_000_000  # per cell
     max_restarts: int = 3
     network_isolation: bool = True
+    sandbox: bool = True  # False only with --allow-unsandboxed: the kernel can then read every file
     kernel_threads: int | None = None  # OMP/MKL/torch threads per kernel; None: library default
     strict_stderr: bool = False  # True: stderr output fails a test, as in plain nbgrader
 
@@ -193,7 +194,8 @@ def _run_autograde(root: Path, assignment: str, limits: Limits) -> None:
     base.CourseDirectory.root = str(root)
     cfg = autograde_config(base, timeout=limits.timeout, cell_timeout=limits.cell_timeout, memory=limits.memory,
                            max_output_chars=limits.max_output_chars, max_restarts=limits.max_restarts,
-                           network_isolation=limits.network_isolation,
+                           network_isolation=limits.network_isolation, file_isolation=limits.sandbox,
+                           judge_assignment=assignment,
                            report_path=str(root / "execution.json"), strict_stderr=limits.strict_stderr)
     handler = logging.FileHandler(root / "nbgrader.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))

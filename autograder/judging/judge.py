@@ -130,15 +130,14 @@ class RemoteFunction:
         reply = self.channel.request(request)
         if type(reply) is not dict or type(reply.get("ok")) is not bool:
             raise ChannelError("the kernel sent a reply that is not a grader reply")
+        modules = reply.get("modules")
+        self.last_modules = modules if type(modules) is dict else {}
         if not reply["ok"]:
-            self.last_modules = {}
             error_type, message = str(reply.get("error_type", "Exception")), str(reply.get("message", ""))
             if error_type == "UnsendableResult":
                 raise Failure(f"{self.__name__} returned something the grader cannot accept: {message}")
             raise BUILTIN_ERRORS.get(error_type, StudentError)(
                 message if error_type in BUILTIN_ERRORS else f"{error_type}: {message}")
-        modules = reply.get("modules")
-        self.last_modules = modules if type(modules) is dict else {}
         modified = reply.get("modified") or []
         if type(modified) is list and modified:
             index = modified[0]
