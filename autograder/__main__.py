@@ -62,14 +62,21 @@ def cmd_release(args: argparse.Namespace) -> int:
 def cmd_grade(args: argparse.Namespace) -> int:
     from autograder.batch.grading import grade
     from autograder.batch.scheduler import default_jobs
-    from autograder.execution.isolation import network_sandbox_prefix
+    from autograder.execution import sandbox
 
     limits = _limits(args)
     jobs = args.jobs or default_jobs()
+    plan = sandbox.plan(files=True, network=limits.network_isolation)
+    if not plan.files_isolated:
+        if not args.allow_unsandboxed:
+            print(f"error: refusing to grade: {plan.note}", file=sys.stderr)
+            return 2
+        limits.sandbox = False
+        print(sandbox.UNSANDBOXED_WARNING, file=sys.stderr)
+        plan = sandbox.plan(files=False, network=limits.network_isolation)
     if not args.quiet:
-        note = network_sandbox_prefix()[1] if limits.network_isolation else "network isolation off (--allow-network)"
         print(f"grading with {jobs} processes; per submission: {limits.timeout:.0f} s, "
-              f"{limits.memory / 1024**3:.1f} GiB; {note}", file=sys.stderr)
+              f"{limits.memory / 1024**3:.1f} GiB; {plan.note}", file=sys.stderr)
     from autograder.batch.shards import shard_from_environment
 
     shard = shard_from_environment(args.shard, args.shard_count)
@@ -230,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-output", type=int, default=1_000_000, help="output characters kept per cell")
     p.add_argument("--max-restarts", type=int, default=3, help="kernel restarts per submission after a crash")
     p.add_argument("--allow-network", action="store_true", help="do not cut the kernels off the network")
+    p.add_argument("--allow-unsandboxed", action="store_true",
+                   help="grade even where the kernel cannot be sandboxed (macOS, Ubuntu 24.04 without user "
+                        "namespaces): student code can then read the solutions and other students' files")
     p.add_argument("--strict-stderr", action="store_true",
                    help="score stderr output in a test cell as a failure, as plain nbgrader does")
     p.add_argument("--no-feedback", dest="feedback", action="store_false",
