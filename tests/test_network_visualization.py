@@ -27,8 +27,8 @@ import torchvision
 from captum.attr import GuidedBackprop, LayerAttribution, LayerGradCam, Occlusion, Saliency
 from torch import nn
 
-from autograder.hidden_tests.network_visualization import CountingModel
 from autograder.judging.solutions import load_solutions
+from cs_lib.grading_models import CountingModel
 from cs_lib.models import freeze, make_relus_non_inplace
 from tests.conftest import SHARED_DATA, shared_data
 
@@ -269,7 +269,7 @@ def test_fooling_succeeds_on_18_of_20_digits_with_a_small_perturbation(sol, digi
         assert not X_fooling.requires_grad and X_fooling.grad_fn is None
         successes += 1
         relative.append(float((X_fooling - X).norm() / X.norm()))
-        steps.append(counting.calls - 1)
+        steps.append(counting.forward_calls - 1)
     assert successes >= 18, f"fooled only {successes} of 20 digits ({digits.source})"
     assert max(steps) < 100
     assert max(relative) <= MAX_RELATIVE_PERTURBATION, f"relative L2 perturbations {sorted(relative)}"

@@ -1,19 +1,27 @@
 """Hidden tests of ``network_visualization``: saliency, guided backprop, Grad-CAM, occlusion, fooling
 images and the class-visualization step.
 
-Each test
+Every graded function takes a model, so each spec is a custom ``test`` (``autograder/README.md``). Each
+test
 
-- runs the student's function on models the grader builds itself: a random-init SqueezeNet 1.1 under a
+- sends the student's function models the grader builds itself: a random-init SqueezeNet 1.1 under a
   fixed seed (:func:`squeezenet`) and a small CNN (:func:`tiny_cnn`), never the notebook's global model;
-- compares it with the reference solution of the source notebook, on the stored cases of
-  ``autograder/references/network_visualization.pt`` (tiny CNNs whose weights are stored with the case)
-  and on inputs drawn at grading time (:func:`~autograder.judging.toolkit.fresh_generator`), in float64 so
-  that every correct implementation agrees to round-off (``rtol=1e-6``), plus one float32 call for the
-  dtype and device;
-- when the result is wrong, recomputes the common wrong answers (the loss instead of the score, a sum
-  instead of a max, no ReLU, ...) and names the one the student's output matches;
-- checks that the model is left as it was: parameter values, ``requires_grad`` flags, ReLU ``inplace``
-  flags, and no hooks on any module, also when the function raises (:func:`failing_model`).
+- compares the result with the reference solution of the source notebook, run here, on the stored cases
+  of ``autograder/references/network_visualization.pt`` (tiny CNNs whose weights are stored with the
+  case as state_dicts, built by :func:`make_references`) and on inputs drawn at grading time
+  (:func:`~autograder.judging.toolkit.fresh_generator`), in float64 so that every correct implementation
+  agrees to round-off (``rtol=1e-6``), plus one float32 call for the dtype;
+- when the result is wrong, runs the spec's :class:`~autograder.judging.spec.WrongAnswer` bodies (the
+  loss instead of the score, a sum instead of a max, no ReLU, ...) on the same inputs and names the one
+  the student's output matches;
+- checks that the model is left as it was, from the kernel's report
+  (:func:`cs_lib.judge_client.module_report`, the forgeable part): parameter values, ``requires_grad``
+  flags, ReLU ``inplace`` flags, train/eval mode and no hooks on any module, also when the function
+  raises (:func:`failing_model`).
+
+Wrong answers named ``state: ...`` are mistakes that a property check catches (hooks left behind,
+flags not restored, one forward pass per window, ...), not the value comparison; they are not tried
+as diagnoses of a wrong value.
 
 **In-place ReLUs.** Students may meet models built with ``nn.ReLU(inplace=True)`` (torchvision's
 SqueezeNet is one). The correct behaviour, which the reference implements and Captum agrees with, is
@@ -26,18 +34,25 @@ from __future__ import annotations
 
 import copy
 import functools
+import textwrap
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+import nbformat
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autograder import source_notebook
 from autograder.judging.references import load_reference
-from autograder.judging.solutions import load_solutions
-from autograder.judging.toolkit import call_student, fresh_generator
+from autograder.judging.solutions import answer_cells, variant
+from autograder.judging.spec import GradedFunction, WrongAnswer
+from autograder.judging.toolkit import Failure, StudentError, check_model_report
+from autograder.notebook_format import SOLUTION_REGION
 from cs_lib.checks import check_close, check_tensor
+from cs_lib.grading_models import CountingModel, FailingHead
+from cs_lib.judge_client import module_report
 
 ASSIGNMENT = "network_visualization"
 REFERENCE_SEED = 2311
@@ -52,27 +67,9 @@ RTOL64, ATOL64 = 1e-6, 1e-7
 #: occlusion drops are differences of nearby probabilities.
 RTOL32, ATOL32 = 1e-3, 1e-4
 
-Diagnoses = Callable[[], dict[str, torch.Tensor]]
-_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-_GLOBAL_HOOK_DICTS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-                      "_global_backward_pre_hooks")
-
-
-def _one_thread(test: Callable[[Callable[..., Any]], None]) -> Callable[[Callable[..., Any]], None]:
-    """Run a hidden test with one intra-op thread, restored afterwards.
-
-    The grader's models are small: one thread is as fast, and it avoids the long stalls of torch's
-    thread pool when another process keeps the second core busy (an autograder running in parallel).
-    """
-    @functools.wraps(test)
-    def wrapper(student_fn: Callable[..., Any]) -> None:
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            test(student_fn)
-        finally:
-            torch.set_num_threads(before)
-    return wrapper
+Student = Any  # autograder.judging.judge.RemoteFunction: calls the student's function in the kernel
+Thunks = dict[str, Callable[[], Any]]  # {hint: computes one wrong answer's output on the same inputs}
+STATE = "state: "  # prefix of the wrong answers that a property check catches (not a value diagnosis)
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -84,6 +81,7 @@ def tiny_cnn(seed: int, inplace: bool = False, dtype: torch.dtype = torch.float6
 
     ``model[2]`` is a convolution followed by the ReLU ``model[3]`` (the in-place trap for Grad-CAM);
     ``model[5]`` is the last ReLU. Weights come from ``state_dict`` or, if ``None``, a seeded init.
+    Input float (N, 3, H, W) -> scores (N, num_classes), in ``dtype``.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -108,7 +106,7 @@ def _pristine_squeezenet() -> nn.Module:
 
 
 def squeezenet(inplace: bool = False, dtype: torch.dtype = torch.float64) -> nn.Module:
-    """A fresh random-init SqueezeNet 1.1 (seed 0), frozen, in eval mode.
+    """A fresh random-init SqueezeNet 1.1 (seed 0), frozen, in eval mode: (N, 3, H, W) -> (N, 1000).
 
     ``inplace=True`` keeps torchvision's in-place ReLUs, as a student building the model might.
     """
@@ -119,15 +117,10 @@ def squeezenet(inplace: bool = False, dtype: torch.dtype = torch.float64) -> nn.
     return _prepare(model, dtype, frozen=True)
 
 
-class _FailingHead(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        raise RuntimeError("the grader's model fails here on purpose, after its ReLUs ran")
-
-
 def failing_model(seed: int, dtype: torch.dtype = torch.float64) -> nn.Sequential:
     """A tiny CNN with in-place ReLUs whose forward pass raises after the ReLUs (hooks-on-error test)."""
     model = tiny_cnn(seed, inplace=True, dtype=dtype)
-    return nn.Sequential(*list(model)[:6], _FailingHead()).eval()
+    return nn.Sequential(*list(model)[:6], FailingHead()).eval()
 
 
 def stall_model(dtype: torch.dtype = torch.float64) -> nn.Sequential:
@@ -146,7 +139,7 @@ def stall_model(dtype: torch.dtype = torch.float64) -> nn.Sequential:
 
 
 def top_classes(model: nn.Module, X: torch.Tensor, g: torch.Generator, k: int = 5) -> torch.Tensor:
-    """One of the ``k`` highest-scoring classes of each image, drawn with ``g``.
+    """One of the ``k`` highest-scoring classes of each image (int64 (N,)), drawn with ``g``.
 
     A random-init SqueezeNet ends with a ReLU, so most classes score exactly 0 with a zero gradient;
     the top classes score above 0 and have informative gradients.
@@ -164,71 +157,71 @@ def _prepare(model: nn.Module, dtype: torch.dtype, frozen: bool) -> nn.Module:
     return model
 
 
-# ------------------------------------------------------------------------------- model-state checks
+def _seed(g: torch.Generator) -> int:
+    return int(torch.randint(0, 2**31, (1,), generator=g))
 
 
-class _ModelState:
-    """A snapshot of what a student function must not change: parameters, flags and hooks."""
+# --------------------------------------------------------------------------- calling and model state
 
-    def __init__(self, model: nn.Module) -> None:
-        self.params = {n: (p.detach().clone(), p.requires_grad) for n, p in model.named_parameters()}
-        self.inplace = {n: m.inplace for n, m in model.named_modules() if isinstance(m, nn.ReLU)}
-        self.training = model.training
-
-    def check(self, name: str, model: nn.Module) -> None:
-        for n, p in model.named_parameters():
-            value, requires_grad = self.params[n]
-            if p.requires_grad != requires_grad:
-                raise AssertionError(f"{name} changed requires_grad of the parameter '{n}' from {requires_grad} to "
-                                     f"{p.requires_grad}. Leave the model as you found it: take gradients with "
-                                     "respect to the image only (torch.autograd.grad(score, X)).")
-            if not torch.equal(p.detach(), value):
-                raise AssertionError(f"{name} changed the values of the model parameter '{n}'.")
-        changed = [n for n, m in model.named_modules() if isinstance(m, nn.ReLU) and m.inplace != self.inplace[n]]
-        if changed:
-            raise AssertionError(f"{name} left the inplace flag of the ReLU(s) {changed} changed. If you turn "
-                                 "in-place ReLUs off, restore the old flags afterwards (in a finally block).")
-        if model.training != self.training:
-            raise AssertionError(f"{name} switched the model to {'train' if model.training else 'eval'} mode.")
-        _assert_no_hooks(name, model)
+_MODEL_ADVICE = {
+    "requires_grad": "Leave the model as you found it: take gradients with respect to the image only "
+                     "(torch.autograd.grad(score, X)).",
+    "inplace": "If you turn in-place ReLUs off, restore the old flags afterwards (in a finally block).",
+}
 
 
-def _assert_no_hooks(name: str, model: nn.Module, after_error: bool = False) -> None:
-    left = [f"{n or 'model'}.{d}" for n, m in model.named_modules() for d in _HOOK_DICTS if getattr(m, d, None)]
-    import torch.nn.modules.module as module_mod
-
-    left += [f"torch.nn.modules.module.{d}" for d in _GLOBAL_HOOK_DICTS if getattr(module_mod, d, None)]
-    if left:
-        when = " after the model raised an error" if after_error else ""
-        raise AssertionError(f"{name} left hooks behind{when}: {', '.join(left)}. Keep the handles that "
-                             "register_*_hook returns and call handle.remove() in a finally block.")
-
-
-def _run(name: str, fn: Callable[..., Any], model: nn.Module, X: torch.Tensor, y: Any, *extra: Any,
-         context: str = "", hint: str = "") -> Any:
-    """Call ``fn(X, y, model, *extra)``, turning its exceptions into messages; then check the model."""
-    state = _ModelState(model)
+def _check_model(name: str, pristine: nn.Module, student: Student, at: int, after_error: bool = False) -> None:
+    """The kernel's report on the model argument ``at`` must match the grader's untouched copy."""
     try:
-        out = call_student(name, fn, X, y, model, *extra)
-    except AssertionError:
+        check_model_report(name, module_report(pristine), student.last_modules.get(f"arg{at}"), after_error)
+    except Failure as exc:
+        advice = next((text for key, text in _MODEL_ADVICE.items() if key in str(exc)), "")
+        raise Failure(f"{exc} {advice}".rstrip()) from None
+
+
+def _error_text(exc: BaseException) -> str:
+    return str(exc)[:300] if isinstance(exc, StudentError) else f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+def _run(name: str, student: Student, args: tuple, context: str, hint: str = "", at: int = 2) -> Any:
+    """``student(*args)``, its exceptions turned into messages; then the model ``args[at]`` is checked."""
+    try:
+        out = student(*args)
+    except NotImplementedError:
+        raise Failure(f"{name} is not implemented yet (it raised NotImplementedError).") from None
+    except Failure:
         raise
-    except Exception as exc:
-        raise AssertionError(f"{name} raised {type(exc).__name__}: {str(exc)[:300]} ({context}). {hint}") from None
-    state.check(name, model)
+    except Exception as exc:  # noqa: BLE001 - the student's error becomes the message
+        raise Failure(f"{name} raised {_error_text(exc)} ({context}). {hint}".rstrip()) from None
+    _check_model(name, args[at], student, at)
     return out
+
+
+def _check_cleanup_after_error(name: str, student: Student, make_args: Callable[[nn.Module], tuple]) -> None:
+    """Run the student's function on a model that raises mid-forward; hooks and flags must be restored."""
+    model = failing_model(seed=7)
+    try:
+        student(*make_args(model))
+    except NotImplementedError:
+        raise Failure(f"{name} is not implemented yet (it raised NotImplementedError).") from None
+    except Failure:
+        raise
+    except Exception:  # noqa: BLE001 - the model raises on purpose; what matters is what is left behind
+        pass
+    _check_model(name, model, student, 2, after_error=True)
 
 
 # --------------------------------------------------------------------------------------- comparisons
 
 
-def _close(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float) -> bool:
-    return (isinstance(a, torch.Tensor) and a.shape == b.shape
+def _close(a: Any, b: torch.Tensor, rtol: float, atol: float) -> bool:
+    return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
             and bool(torch.isfinite(b).all())
             and bool(((a.detach().double().cpu() - b.double().cpu()).abs()
                       <= atol + rtol * b.double().cpu().abs()).all()))
 
 
-def _compare(name: str, got: Any, expected: torch.Tensor, context: str, diagnoses: Diagnoses | None = None,
+def _compare(name: str, got: Any, expected: torch.Tensor, context: str, wrong: Thunks | None = None,
              rtol: float = RTOL64, atol: float = ATOL64, hint: str = "") -> None:
     """check_close with an absolute tolerance relative to the largest expected value, and diagnoses."""
     scale = float(expected.abs().max()) if expected.numel() else 0.0
@@ -236,170 +229,27 @@ def _compare(name: str, got: Any, expected: torch.Tensor, context: str, diagnose
     try:
         check_close(name, got, expected, rtol=rtol, atol=abs_tol, hint=hint)
     except AssertionError as exc:
-        if diagnoses is not None and isinstance(got, torch.Tensor) and got.shape == expected.shape:
-            try:
-                wrong_answers = diagnoses()
-            except Exception:  # a diagnosis that cannot be computed here names nothing
-                wrong_answers = {}
-            for diagnosis, wrong in wrong_answers.items():
-                if _close(got, wrong, rtol, abs_tol):
-                    raise AssertionError(f"{name} is wrong ({context}): {diagnosis}") from None
-        raise AssertionError(f"{exc} ({context})") from None
+        if isinstance(got, torch.Tensor) and got.shape == expected.shape:
+            for diagnosis, thunk in (wrong or {}).items():
+                try:
+                    candidate = thunk()
+                except Exception:  # noqa: BLE001 - a wrong answer that cannot run here names nothing
+                    continue
+                if _close(got, candidate, rtol, abs_tol):
+                    raise Failure(f"{name} is wrong ({context}): {diagnosis}") from None
+        raise Failure(f"{exc} ({context})") from None
 
 
-def _gradient(model: nn.Module, X: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    X = X.detach().clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(objective(model(X)), X)
-    return g
+@functools.cache
+def _wrong_functions(name: str) -> dict[str, Callable[..., Any]]:
+    """``{hint: function}`` of the value diagnoses of ``name``'s spec, compiled in the notebook's namespace."""
+    spec = next(s for s in SPECS if s.name == name)
+    return {w.hint: variant(ASSIGNMENT, name, w.body) for w in spec.wrong_answers if not w.name.startswith(STATE)}
 
 
-def _score(y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    return lambda s: s.gather(1, y.view(-1, 1)).sum()
-
-
-def _loss(y: torch.Tensor, reduction: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    return lambda s: F.cross_entropy(s, y, reduction=reduction)
-
-
-def _probability(y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    return lambda s: F.softmax(s, dim=1).gather(1, y.view(-1, 1)).sum()
-
-
-def _relu_rule_gradient(model: nn.Module, X: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor],
-                        rule: str) -> torch.Tensor:
-    """Gradient with every ReLU's backward replaced: 'guided' or 'deconvnet' (grader's wrong answers)."""
-    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
-    flags = [m.inplace for m in relus]
-
-    def hook(module: nn.Module, grad_input: tuple, grad_output: tuple) -> tuple:
-        return ((grad_input[0] if rule == "guided" else grad_output[0]).clamp(min=0),)
-
-    handles = []
-    try:
-        for m in relus:
-            m.inplace = False
-            handles.append(m.register_full_backward_hook(hook))
-        return _gradient(model, X, objective)
-    finally:
-        for h in handles:
-            h.remove()
-        for m, f in zip(relus, flags):
-            m.inplace = f
-
-
-# ------------------------------------------------------------------------------------------ saliency
-
-
-def _saliency_diagnoses(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Diagnoses:
-    def compute() -> dict[str, torch.Tensor]:
-        g = _gradient(model, X, _score(y))
-        loss_hint = ("it matches the gradient of the cross-entropy loss. Use the unnormalized score of class "
-                     "y[i] (model(X) picked with gather), not the loss.")
-        return {
-            loss_hint: _gradient(model, X, _loss(y, "sum")).abs().amax(dim=1),
-            loss_hint + " ": _gradient(model, X, _loss(y, "mean")).abs().amax(dim=1),
-            "it matches the gradient of the softmax probability; use the score before the softmax.":
-                _gradient(model, X, _probability(y)).abs().amax(dim=1),
-            "it matches the SUM of |gradient| over the channels; take the max over channels (dim=1).":
-                g.abs().sum(dim=1),
-            "it matches the MEAN of |gradient| over the channels; take the max over channels (dim=1).":
-                g.abs().mean(dim=1),
-            "it matches the max of the gradient WITHOUT the absolute value; take .abs() first.": g.amax(dim=1),
-            "it matches |max over channels of the gradient|; take the absolute value before the max.":
-                g.amax(dim=1).abs(),
-            "it matches the L2 norm over channels; take the max of |gradient| over channels.": g.norm(dim=1),
-        }
-    return compute
-
-
-@_one_thread
-def compute_saliency_maps(student_fn: Callable[..., torch.Tensor]) -> None:
-    """Hidden test of ``compute_saliency_maps``."""
-    name = "compute_saliency_maps"
-    ref = load_solutions(ASSIGNMENT).compute_saliency_maps
-    for i, case in enumerate(load_reference(ASSIGNMENT)["cases"][name]):
-        model, args, _ = _stored_case(case)
-        context = f"stored case {i}: a small CNN on {tuple(args[0].shape)} float64 images"
-        got = _run(name, student_fn, model, *args, context=context)
-        _compare(name, got, case["output"], context, _saliency_diagnoses(model, *args))
-    g = fresh_generator()
-    size = int(torch.randint(56, 97, (1,), generator=g))
-    X = torch.randn(2, 3, size, size, generator=g, dtype=torch.float64)
-    model = squeezenet(dtype=torch.float64)
-    y = top_classes(model, X, g)
-    context = f"random-init SqueezeNet 1.1 on (2, 3, {size}, {size}) float64 images"
-    got = _run(name, student_fn, model, X, y, context=context)
-    check_tensor(name, got, shape=(2, size, size), device=X.device, hint="Reduce over the channels (dim=1).")
-    _compare(name, got, ref(X, y, model), context, _saliency_diagnoses(model, X, y))
-    # float32, with a model whose parameters require grad: the flags must stay as they were.
-    model = tiny_cnn(int(torch.randint(0, 2**31, (1,), generator=g)), dtype=torch.float32, frozen=False)
-    X = torch.randn(3, 3, 20, 28, generator=g)
-    y = torch.randint(0, 10, (3,), generator=g)
-    context = "a small CNN whose parameters require grad, on (3, 3, 20, 28) float32 images"
-    got = _run(name, student_fn, model, X, y, context=context)
-    check_tensor(name, got, shape=(3, 20, 28), dtype=torch.float32, device=X.device)
-    _compare(name, got, ref(X, y, model), context, rtol=RTOL32, atol=ATOL32)
-
-
-# ----------------------------------------------------------------------------------- guided backprop
-
-
-def _guided_diagnoses(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Diagnoses:
-    def compute() -> dict[str, torch.Tensor]:
-        return {
-            "it matches the plain gradient. Register a full backward hook on every nn.ReLU module that "
-            "returns (grad_input[0].clamp(min=0),).": _gradient(model, X, _score(y)),
-            "it matches the deconvnet rule (clamping grad_output): that drops the forward mask x > 0. Clamp "
-            "grad_input[0], which already includes it.": _relu_rule_gradient(model, X, _score(y), "deconvnet"),
-            "it matches guided backprop of the cross-entropy loss; backpropagate the score of class y[i].":
-                _relu_rule_gradient(model, X, _loss(y, "sum"), "guided"),
-            "it matches guided backprop of the (mean) cross-entropy loss; backpropagate the score of class y[i].":
-                _relu_rule_gradient(model, X, _loss(y, "mean"), "guided"),
-            "it matches the absolute value of guided backprop; return the signed gradient.":
-                _relu_rule_gradient(model, X, _score(y), "guided").abs(),
-        }
-    return compute
-
-
-@_one_thread
-def compute_guided_backprop(student_fn: Callable[..., torch.Tensor]) -> None:
-    """Hidden test of ``compute_guided_backprop`` (in-place ReLUs and hooks-on-error included)."""
-    name = "compute_guided_backprop"
-    ref = load_solutions(ASSIGNMENT).compute_guided_backprop
-    for i, case in enumerate(load_reference(ASSIGNMENT)["cases"][name]):
-        model, args, _ = _stored_case(case)
-        inplace = case["inputs"]["model"]["inplace"]
-        context = f"stored case {i}: a small CNN{' with in-place ReLUs' if inplace else ''}"
-        got = _run(name, student_fn, model, *args, context=context, hint=_inplace_hint(inplace))
-        fresh_model = _stored_case(case)[0]  # hooks of one API mark a module against the other: a new model
-        _compare(name, got, case["output"], context, _guided_diagnoses(fresh_model, *args),
-                 hint=_inplace_hint(inplace))
-    g = fresh_generator()
-    size = int(torch.randint(56, 97, (1,), generator=g))
-    X = torch.randn(2, 3, size, size, generator=g, dtype=torch.float64)
-    model = squeezenet(dtype=torch.float64)
-    y = top_classes(model, X, g)
-    # The reference and the diagnoses run on copies: a full backward hook marks a module for good against
-    # the legacy Module.register_backward_hook that a student may use, and vice versa.
-    pristine = copy.deepcopy(model)
-    expected = ref(X, y, copy.deepcopy(model))
-    context = f"random-init SqueezeNet 1.1 on (2, 3, {size}, {size}) float64 images"
-    got = _run(name, student_fn, model, X, y, context=context)
-    check_tensor(name, got, shape=(2, 3, size, size), device=X.device)
-    _compare(name, got, expected, context, _guided_diagnoses(pristine, X, y))
-    model = squeezenet(inplace=True, dtype=torch.float64)
-    context = "SqueezeNet 1.1 with in-place ReLUs (inplace=True, as torchvision builds it)"
-    got = _run(name, student_fn, model, X, y, context=context, hint=_inplace_hint(True))
-    _compare(name, got, expected, context, hint=_inplace_hint(True))
-    X32 = torch.randn(2, 3, 24, 20, generator=g)
-    y32 = torch.randint(0, 10, (2,), generator=g)
-    model = tiny_cnn(int(torch.randint(0, 2**31, (1,), generator=g)), dtype=torch.float32)
-    expected = ref(X32, y32, copy.deepcopy(model))
-    context = "a small CNN on float32 images"
-    got = _run(name, student_fn, model, X32, y32, context=context)
-    check_tensor(name, got, shape=(2, 3, 24, 20), dtype=torch.float32, device=X32.device)
-    _compare(name, got, expected, context, rtol=RTOL32, atol=ATOL32)
-    _check_cleanup_after_error(name, lambda m: (lambda X, y: student_fn(X, y, m)), X32.double(), y32)
+def _thunks(name: str, call: Callable[[Callable[..., Any]], Any]) -> Thunks:
+    """One thunk per wrong answer of ``name``: ``call(wrong_function)`` (on fresh copies of the inputs)."""
+    return {hint: (lambda f=f: call(f)) for hint, f in _wrong_functions(name).items()}
 
 
 def _inplace_hint(inplace: bool) -> str:
@@ -410,438 +260,534 @@ def _inplace_hint(inplace: bool) -> str:
             "restore the old flags in a finally block.")
 
 
-def _check_cleanup_after_error(name: str, bind: Callable[[nn.Module], Callable[..., Any]], X: torch.Tensor,
-                               y: torch.Tensor) -> None:
-    """Run the student's function on a model that raises mid-forward; hooks and flags must be restored."""
-    model = failing_model(seed=7, dtype=X.dtype)
-    flags = {n: m.inplace for n, m in model.named_modules() if isinstance(m, nn.ReLU)}
-    try:
-        bind(model)(X, y)
-    except NotImplementedError:
-        raise AssertionError(f"{name} is not implemented yet (it raised NotImplementedError).") from None
-    except Exception:  # the model raises on purpose; what matters is what is left behind
-        pass
-    _assert_no_hooks(name, model, after_error=True)
-    changed = [n for n, m in model.named_modules() if isinstance(m, nn.ReLU) and m.inplace != flags[n]]
-    if changed:
-        raise AssertionError(f"{name} did not restore the inplace flags of {changed} after the model raised an "
-                             "error; restore them in the finally block.")
+# ------------------------------------------------------------------------------------ wrong answers
+
+
+@functools.cache
+def _solution_body(name: str) -> str:
+    """The reference body of ``name`` (the code between BEGIN/END SOLUTION), flush-left."""
+    nb = nbformat.read(source_notebook(ASSIGNMENT), as_version=4)
+    cell = next(c for c in answer_cells(nb) if c.metadata.get("nbgrader", {}).get("grade_id") == name)
+    match = SOLUTION_REGION.search(cell.source)
+    if match is None:
+        raise ValueError(f"answer cell '{name}' of {ASSIGNMENT} has no solution region")
+    return textwrap.dedent("\n".join(match.group(0).splitlines()[1:-1])) + "\n"
+
+
+def _edited(name: str, *edits: tuple[str, str]) -> str:
+    """The reference body of ``name`` with each ``(old, new)`` replaced: one mistake, written as code.
+
+    Raises:
+        ValueError: the reference no longer contains ``old`` (update the wrong answer with the solution).
+    """
+    body = _solution_body(name)
+    for old, new in edits:
+        if old not in body:
+            raise ValueError(f"the wrong answer of {name} expects `{old}` in the reference solution")
+        body = body.replace(old, new)
+    return body
+
+
+_SCORE = "scores.gather(1, y.view(-1, 1).to(scores.device)).sum()"
+_LOSS_HINT = ("the gradient of the {} cross-entropy loss. Use the unnormalized score of class y[i] (model(X) "
+              "picked with gather), not the loss.")
+
+
+def _saliency_wrong() -> tuple[WrongAnswer, ...]:
+    name = "compute_saliency_maps"
+
+    def objective(new: str, hint: str) -> WrongAnswer:
+        return WrongAnswer(hint[:40], _edited(name, (_SCORE, new)), hint)
+
+    def reduce(new: str, hint: str) -> WrongAnswer:
+        return WrongAnswer(hint[:40], _edited(name, ("grad.abs().amax(dim=1)", new)), hint)
+
+    return (
+        objective('F.cross_entropy(scores, y, reduction="sum")', "it matches " + _LOSS_HINT.format("summed")),
+        objective("F.cross_entropy(scores, y)", "it matches " + _LOSS_HINT.format("mean")),
+        objective("F.softmax(scores, dim=1).gather(1, y.view(-1, 1)).sum()",
+                  "it matches the gradient of the softmax probability; use the score before the softmax."),
+        reduce("grad.abs().sum(dim=1)",
+               "it matches the SUM of |gradient| over the channels; take the max over channels (dim=1)."),
+        reduce("grad.abs().mean(dim=1)",
+               "it matches the MEAN of |gradient| over the channels; take the max over channels (dim=1)."),
+        reduce("grad.amax(dim=1)", "it matches the max of the gradient WITHOUT the absolute value; take .abs() "
+                                   "first."),
+        reduce("grad.amax(dim=1).abs()",
+               "it matches |max over channels of the gradient|; take the absolute value before the max."),
+        reduce("grad.norm(dim=1)", "it matches the L2 norm over channels; take the max of |gradient| over channels."),
+        WrongAnswer(STATE + "freezes the model", _edited(name, ("X = X.detach()", "model.requires_grad_(False)\n"
+                                                                                  "X = X.detach()")),
+                    "changed requires_grad"),
+    )
+
+
+def _guided_wrong() -> tuple[WrongAnswer, ...]:
+    name = "compute_guided_backprop"
+    plain = (f"X = X.detach().clone().requires_grad_(True)\nscores = model(X)\n"
+             f"(grad,) = torch.autograd.grad({_SCORE}, X)\nreturn grad\n")
+    return (
+        WrongAnswer("plain gradient", plain,
+                    "it matches the plain gradient. Register a full backward hook on every nn.ReLU module that "
+                    "returns (grad_input[0].clamp(min=0),)."),
+        WrongAnswer("deconvnet rule",
+                    _edited(name, ("(grad_input[0].clamp(min=0),)", "(grad_output[0].clamp(min=0),)")),
+                    "it matches the deconvnet rule (clamping grad_output): that drops the forward mask x > 0. Clamp "
+                    "grad_input[0], which already includes it."),
+        WrongAnswer("summed loss", _edited(name, (_SCORE, 'F.cross_entropy(scores, y, reduction="sum")')),
+                    "it matches guided backprop of the cross-entropy loss; backpropagate the score of class y[i]."),
+        WrongAnswer("mean loss", _edited(name, (_SCORE, "F.cross_entropy(scores, y)")),
+                    "it matches guided backprop of the (mean) cross-entropy loss; backpropagate the score of class "
+                    "y[i]."),
+        WrongAnswer("absolute value", _edited(name, ("return grad", "return grad.abs()")),
+                    "it matches the absolute value of guided backprop; return the signed gradient."),
+        WrongAnswer(STATE + "in-place ReLUs left on", _edited(name, ("        m.inplace = False\n", "")),
+                    "in-place ReLUs"),
+        WrongAnswer(STATE + "no finally", _edited(name, ("try:\n", "if True:\n"), ("finally:\n", "if True:\n")),
+                    "left hooks on the model after it raised"),
+        WrongAnswer(STATE + "flags not restored", _edited(name, ("        m.inplace = flag\n", "        pass\n")),
+                    "inplace flag"),
+    )
+
+
+_CAM_RELU = "cam = F.relu((alpha * A).sum(dim=1, keepdim=True))"
+_CAM_UP = 'cam = F.interpolate(cam, size=X.shape[-2:], mode="bilinear", align_corners=False)[:, 0]'
+_CAM_NORMALIZED = ("return torch.where(peak > 0, cam / peak.clamp_min(torch.finfo(cam.dtype).tiny), "
+                   "torch.zeros_like(cam))")
+
+
+def _gradcam_wrong() -> tuple[WrongAnswer, ...]:
+    name = "compute_gradcam"
+    return (
+        WrongAnswer("no ReLU", _edited(name, (_CAM_RELU, "cam = (alpha * A).sum(dim=1, keepdim=True)")),
+                    "it matches Grad-CAM WITHOUT the ReLU. Apply F.relu to the weighted sum of the activations (only "
+                    "regions that increase the score count)."),
+        WrongAnswer("min-max", _edited(name, (_CAM_NORMALIZED,
+                                              "low = cam.amin(dim=(1, 2), keepdim=True)\nspan = peak - low\n"
+                                              "return torch.where(span > 0, (cam - low) / span.clamp_min(1e-300), "
+                                              "torch.zeros_like(cam))")),
+                    "it matches min-max normalization; divide each map by its maximum instead (do not subtract the "
+                    "minimum)."),
+        WrongAnswer("not normalized", _edited(name, (_CAM_NORMALIZED, "return cam")),
+                    "it is not normalized; divide each map by its own maximum."),
+        WrongAnswer("batch maximum", _edited(name, (_CAM_NORMALIZED, "return cam / cam.max().clamp_min(1e-300)")),
+                    "it is normalized by the largest value of the whole batch; divide each map by its own maximum."),
+        WrongAnswer("nearest", _edited(name, (_CAM_UP, 'cam = F.interpolate(cam, size=X.shape[-2:], mode="nearest")'
+                                                       "[:, 0]")),
+                    "it matches nearest-neighbour upsampling; use mode='bilinear', align_corners=False."),
+        WrongAnswer("align_corners", _edited(name, ("align_corners=False", "align_corners=True")),
+                    "it matches bilinear upsampling with align_corners=True; use align_corners=False."),
+        WrongAnswer("loss", _edited(name, (_SCORE, 'F.cross_entropy(scores, y, reduction="sum")')),
+                    "it matches the gradient of the loss; use the score of class y[i]."),
+        WrongAnswer("element-wise", _edited(name, ("alpha = grads.mean(dim=(2, 3), keepdim=True)", "alpha = grads")),
+                    "it weights activations by the gradient element-wise; average the gradient over space first to "
+                    "get one weight per channel."),
+        WrongAnswer(STATE + "0/0", _edited(name, (_CAM_NORMALIZED, "return cam / peak")), "NaN or inf"),
+        WrongAnswer(STATE + "in-place ReLUs left on",
+                    _edited(name, ("    for m in relus:\n        m.inplace = False\n", "")),
+                    "in-place ReLUs"),
+        WrongAnswer(STATE + "no finally", _edited(name, ("try:\n", "if True:\n"), ("finally:\n", "if True:\n")),
+                    "left hooks on the model after it raised"),
+    )
+
+
+def _occlusion_wrong() -> tuple[WrongAnswer, ...]:
+    name = "compute_occlusion_map"
+    clean, occluded = "p_clean = F.softmax(model(X), dim=1)", "p = F.softmax(model(occluded), dim=1)"
+    return (
+        WrongAnswer("raw scores", _edited(name, (clean, "p_clean = model(X)"), (occluded, "p = model(occluded)")),
+                    "it matches drops of the raw scores; use softmax probabilities."),
+        WrongAnswer("log-probabilities", _edited(name, (clean, "p_clean = F.log_softmax(model(X), dim=1)"),
+                                                 (occluded, "p = F.log_softmax(model(occluded), dim=1)")),
+                    "it matches drops of log-probabilities; use softmax probabilities."),
+        WrongAnswer("sign", _edited(name, ("= p_clean[image] - p", "= p - p_clean[image]")),
+                    "it matches P(occluded) - P(clean); the drop is P(clean) - P(occluded)."),
+        WrongAnswer("sum", _edited(name, ("return total / count.clamp_min(1)", "return total")),
+                    "it matches the SUM of the drops; average over the windows covering each pixel."),
+        WrongAnswer("full windows only", _edited(name, ("math.ceil((size - patch) / stride) + 1",
+                                                        "(size - patch) // stride + 1")),
+                    "it uses only windows that fit inside the image. Keep sliding until a window reaches the "
+                    "last row/column; that last window is cut off at the border (Captum's positions)."),
+        WrongAnswer("baseline ignored", _edited(name, ("torch.tensor(baseline,", "torch.tensor(0.0,")),
+                    "it matches occluding with 0; set the occluded pixels to `baseline`."),
+        WrongAnswer(STATE + "one window per pass",
+                    _edited(name, ("batch_size = X.device, 32", "batch_size = X.device, 1")),
+                    "one forward pass per window"),
+    )
+
+
+_ASCENT_STEP = "learning_rate * g / g.norm()"
+_FOOLED = "if int(scores.argmax(dim=1)[0]) == target_y:"
+
+
+def _fooling_wrong() -> tuple[WrongAnswer, ...]:
+    name = "make_fooling_image"
+    return (
+        WrongAnswer("unnormalized", _edited(name, (_ASCENT_STEP, "learning_rate * g")),
+                    "it matches steps of lr * g without normalization; divide the gradient by its L2 norm."),
+        WrongAnswer("FGSM", _edited(name, (_ASCENT_STEP, "learning_rate * g.sign()")),
+                    "it matches steps of lr * sign(g) (FGSM); use lr * g / ||g||_2."),
+        WrongAnswer("loss descent", _edited(name, ("torch.autograd.grad(scores[0, target_y], X_fooling)",
+                                                   "torch.autograd.grad(-F.cross_entropy(scores, torch.tensor("
+                                                   "[target_y], device=scores.device)), X_fooling)")),
+                    "it matches descent on the cross-entropy loss of the target; ascend the target's score."),
+        WrongAnswer("no early stop", _edited(name, (_FOOLED, "if step == max_iter and int(scores.argmax(dim=1)[0]) "
+                                                             "== target_y:")),
+                    "it matches running all max_iter steps; stop as soon as the model predicts target_y."),
+        WrongAnswer(STATE + "graph attached", _edited(name, ("return X_fooling.detach()", "return X_fooling")),
+                    "attached to the autograd graph"),
+        WrongAnswer(STATE + "never raises", _edited(name, ("raise RuntimeError(", "return X_fooling.detach()\n"
+                                                                                  "raise RuntimeError(")),
+                    "must raise a RuntimeError"),
+        WrongAnswer(STATE + "in place", _edited(name, ("return X_fooling.detach()", "X.copy_(X_fooling.detach())\n"
+                                                                                    "        return X.clone()")),
+                    "modified its argument"),
+    )
+
+
+_PENALTY = "l2_reg * (x * x).sum()"
+
+
+def _class_step_wrong() -> tuple[WrongAnswer, ...]:
+    name = "class_visualization_update_step"
+    step = "img += learning_rate * g / g.norm()"
+    return (
+        WrongAnswer("descent", _edited(name, (step, "img -= learning_rate * g / g.norm()")),
+                    "it matches a step of gradient DESCENT; ascend: img += learning_rate * g / ||g||."),
+        WrongAnswer("unnormalized", _edited(name, (step, "img += learning_rate * g")),
+                    "it matches an unnormalized step; divide the gradient by its L2 norm."),
+        WrongAnswer("unsquared penalty", _edited(name, (_PENALTY, "l2_reg * x.norm()")),
+                    "it matches a penalty l2_reg * ||img|| (not squared); use l2_reg * ||img||^2."),
+        WrongAnswer("no penalty", _edited(name, (" - " + _PENALTY, "")),
+                    "it matches the step without the L2 penalty; subtract l2_reg * ||img||^2 from the score."),
+        WrongAnswer("added penalty", _edited(name, (" - " + _PENALTY, " + " + _PENALTY)),
+                    "it matches ADDING the L2 penalty; the objective is S_y - l2_reg * ||img||^2."),
+        WrongAnswer(STATE + "returns a new image", _edited(name, ("with torch.no_grad():\n    " + step,
+                                                                  "return img + learning_rate * g / g.norm()")),
+                    "update it in place"),
+    )
+
+
+# ------------------------------------------------------------------------------------------ saliency
+
+
+def _on_copies(X: torch.Tensor, y: torch.Tensor, model: nn.Module, *extra: Any) -> Callable[[Callable], Any]:
+    """``call(f) = f(X, y, copy of model, *extra)``: a grader-side run that leaves the inputs untouched."""
+    return lambda f: f(X.clone(), y.clone(), copy.deepcopy(model), *extra)
+
+
+def _saliency_test(student: Student, ref: Callable[..., torch.Tensor], spec: GradedFunction,
+                   g: torch.Generator) -> None:
+    name = spec.name
+    for i, case in enumerate(load_reference(ASSIGNMENT)["cases"][name]):
+        model, (X, y), _ = _stored_case(case)
+        context = f"stored case {i}: a small CNN on {tuple(X.shape)} float64 images"
+        got = _run(name, student, (X, y, model), context)
+        _compare(name, got, case["output"], context, _thunks(name, _on_copies(X, y, model)))
+    size = int(torch.randint(56, 97, (1,), generator=g))
+    X = torch.randn(2, 3, size, size, generator=g, dtype=torch.float64)
+    model = squeezenet(dtype=torch.float64)
+    y = top_classes(model, X, g)
+    context = f"random-init SqueezeNet 1.1 on (2, 3, {size}, {size}) float64 images"
+    got = _run(name, student, (X, y, model), context)
+    check_tensor(name, got, shape=(2, size, size), hint="Reduce over the channels (dim=1).")
+    _compare(name, got, ref(X, y, copy.deepcopy(model)), context, _thunks(name, _on_copies(X, y, model)))
+    # float32, with a model whose parameters require grad: the flags must stay as they were.
+    model = tiny_cnn(_seed(g), dtype=torch.float32, frozen=False)
+    X = torch.randn(3, 3, 20, 28, generator=g)
+    y = torch.randint(0, 10, (3,), generator=g)
+    context = "a small CNN whose parameters require grad, on (3, 3, 20, 28) float32 images"
+    got = _run(name, student, (X, y, model), context)
+    check_tensor(name, got, shape=(3, 20, 28), dtype=torch.float32)
+    _compare(name, got, ref(X, y, copy.deepcopy(model)), context, rtol=RTOL32, atol=ATOL32)
+
+
+# ----------------------------------------------------------------------------------- guided backprop
+
+
+def _guided_test(student: Student, ref: Callable[..., torch.Tensor], spec: GradedFunction,
+                 g: torch.Generator) -> None:
+    """In-place ReLUs and hooks-on-error included. Grader-side runs use copies of the model: a full
+    backward hook marks a module for good against the legacy ``register_backward_hook``, and vice versa."""
+    name = spec.name
+    for i, case in enumerate(load_reference(ASSIGNMENT)["cases"][name]):
+        model, (X, y), _ = _stored_case(case)
+        inplace = case["inputs"]["model"]["inplace"]
+        context = f"stored case {i}: a small CNN{' with in-place ReLUs' if inplace else ''}"
+        got = _run(name, student, (X, y, model), context, hint=_inplace_hint(inplace))
+        _compare(name, got, case["output"], context, _thunks(name, _on_copies(X, y, model)),
+                 hint=_inplace_hint(inplace))
+    size = int(torch.randint(56, 97, (1,), generator=g))
+    X = torch.randn(2, 3, size, size, generator=g, dtype=torch.float64)
+    model = squeezenet(dtype=torch.float64)
+    y = top_classes(model, X, g)
+    expected = ref(X, y, copy.deepcopy(model))
+    context = f"random-init SqueezeNet 1.1 on (2, 3, {size}, {size}) float64 images"
+    got = _run(name, student, (X, y, model), context)
+    check_tensor(name, got, shape=(2, 3, size, size))
+    _compare(name, got, expected, context, _thunks(name, _on_copies(X, y, model)))
+    model = squeezenet(inplace=True, dtype=torch.float64)
+    context = "SqueezeNet 1.1 with in-place ReLUs (inplace=True, as torchvision builds it)"
+    got = _run(name, student, (X, y, model), context, hint=_inplace_hint(True))
+    _compare(name, got, expected, context, hint=_inplace_hint(True))
+    X32 = torch.randn(2, 3, 24, 20, generator=g)
+    y32 = torch.randint(0, 10, (2,), generator=g)
+    model = tiny_cnn(_seed(g), dtype=torch.float32)
+    expected = ref(X32, y32, copy.deepcopy(model))
+    context = "a small CNN on float32 images"
+    got = _run(name, student, (X32, y32, model), context)
+    check_tensor(name, got, shape=(2, 3, 24, 20), dtype=torch.float32)
+    _compare(name, got, expected, context, rtol=RTOL32, atol=ATOL32)
+    _check_cleanup_after_error(name, student, lambda m: (X32.double(), y32, m))
 
 
 # ------------------------------------------------------------------------------------------ Grad-CAM
 
 
-def _gradcam_parts(model: nn.Module, X: torch.Tensor, layer: nn.Module,
-                   objective: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
-    flags = [m.inplace for m in relus]
-    stored: dict[str, torch.Tensor] = {}
-    handle = layer.register_forward_hook(lambda m, i, o: stored.__setitem__("A", o))
-    try:
-        for m in relus:
-            m.inplace = False
-        Xg = X.detach().clone().requires_grad_(True)
-        (G,) = torch.autograd.grad(objective(model(Xg)), stored["A"])
-    finally:
-        handle.remove()
-        for m, f in zip(relus, flags):
-            m.inplace = f
-    return stored["A"].detach(), G
+def _gradcam_call(X: torch.Tensor, y: torch.Tensor, model: nn.Module, layer: str) -> Callable[[Callable], Any]:
+    """``call(f)`` = f on copies, with ``layer`` (a submodule name) looked up in the copied model."""
+    def call(f: Callable[..., Any]) -> Any:
+        copied = copy.deepcopy(model)
+        return f(X.clone(), y.clone(), copied, copied.get_submodule(layer))
+    return call
 
 
-def _max_normalize(cam: torch.Tensor) -> torch.Tensor:
-    peak = cam.amax(dim=(1, 2), keepdim=True)
-    return torch.where(peak > 0, cam / peak.clamp_min(torch.finfo(cam.dtype).tiny), torch.zeros_like(cam))
-
-
-def _gradcam_diagnoses(model: nn.Module, X: torch.Tensor, y: torch.Tensor, layer: nn.Module) -> Diagnoses:
-    def compute() -> dict[str, torch.Tensor]:
-        size = X.shape[-2:]
-        A, G = _gradcam_parts(model, X, layer, _score(y))
-        raw = (G.mean(dim=(2, 3), keepdim=True) * A).sum(dim=1, keepdim=True)
-
-        def up(cam: torch.Tensor, mode: str = "bilinear", align: bool | None = False) -> torch.Tensor:
-            return F.interpolate(cam, size=size, mode=mode, align_corners=align)[:, 0]
-
-        relu_up = up(F.relu(raw))
-        low = relu_up.amin(dim=(1, 2), keepdim=True)
-        span = relu_up.amax(dim=(1, 2), keepdim=True) - low
-        A_loss, G_loss = _gradcam_parts(model, X, layer, _loss(y, "sum"))
-        loss_cam = F.relu((G_loss.mean(dim=(2, 3), keepdim=True) * A_loss).sum(dim=1, keepdim=True))
-        return {
-            "it matches Grad-CAM WITHOUT the ReLU. Apply F.relu to the weighted sum of the activations (only "
-            "regions that increase the score count).": _max_normalize(up(raw)),
-            "it matches min-max normalization; divide each map by its maximum instead (do not subtract the "
-            "minimum).": torch.where(span > 0, (relu_up - low) / span.clamp_min(1e-300), torch.zeros_like(relu_up)),
-            "it is not normalized; divide each map by its own maximum.": relu_up,
-            "it is normalized by the largest value of the whole batch; divide each map by its own maximum.":
-                relu_up / relu_up.max().clamp_min(1e-300),
-            "it matches nearest-neighbour upsampling; use mode='bilinear', align_corners=False.":
-                _max_normalize(up(F.relu(raw), "nearest", None)),
-            "it matches bilinear upsampling with align_corners=True; use align_corners=False.":
-                _max_normalize(up(F.relu(raw), "bilinear", True)),
-            "it matches the gradient of the loss; use the score of class y[i].": _max_normalize(up(loss_cam)),
-            "it weights activations by the gradient element-wise; average the gradient over space first to "
-            "get one weight per channel.": _max_normalize(up(F.relu((G * A).sum(dim=1, keepdim=True)))),
-        }
-    return compute
-
-
-@_one_thread
-def compute_gradcam(student_fn: Callable[..., torch.Tensor]) -> None:
-    """Hidden test of ``compute_gradcam`` (in-place ReLUs, all-zero maps and hooks-on-error included)."""
-    name = "compute_gradcam"
-    ref = load_solutions(ASSIGNMENT).compute_gradcam
+def _gradcam_test(student: Student, ref: Callable[..., torch.Tensor], spec: GradedFunction,
+                  g: torch.Generator) -> None:
+    """In-place ReLUs, all-zero maps and hooks-on-error included."""
+    name = spec.name
     for i, case in enumerate(load_reference(ASSIGNMENT)["cases"][name]):
-        model, args, kwargs = _stored_case(case)
-        layer = model.get_submodule(kwargs["layer"])
+        model, (X, y), kwargs = _stored_case(case)
         inplace = case["inputs"]["model"]["inplace"]
         kind = "a small CNN with in-place ReLUs" if inplace else "a small CNN"
         context = f"stored case {i}: {kind}, layer model[{kwargs['layer']}]"
-        got = _run(name, student_fn, model, *args, layer, context=context, hint=_inplace_hint(inplace))
+        got = _run(name, student, (X, y, model, model.get_submodule(kwargs["layer"])), context,
+                   hint=_inplace_hint(inplace))
         hint = "An all-zero map must stay zero (no 0/0). " if not case["output"].any() else ""
-        _compare(name, got, case["output"], context, _gradcam_diagnoses(model, *args, layer),
+        _compare(name, got, case["output"], context, _thunks(name, _gradcam_call(X, y, model, kwargs["layer"])),
                  hint=hint + _inplace_hint(inplace))
-    g = fresh_generator()
     size = int(torch.randint(64, 97, (1,), generator=g))
     X = torch.randn(2, 3, size, size, generator=g, dtype=torch.float64)
     model = squeezenet(dtype=torch.float64)
     y = top_classes(model, X, g)
-    index = int(torch.randint(10, 13, (1,), generator=g))
-    layer = model.features[index]
-    context = f"random-init SqueezeNet 1.1, layer features[{index}], (2, 3, {size}, {size}) float64 images"
-    got = _run(name, student_fn, model, X, y, layer, context=context)
-    check_tensor(name, got, shape=(2, size, size), device=X.device, hint="Upsample to (H, W); drop the channel dim.")
-    _compare(name, got, ref(X, y, model, layer), context, _gradcam_diagnoses(model, X, y, layer))
+    layer = f"features.{int(torch.randint(10, 13, (1,), generator=g))}"
+    context = f"random-init SqueezeNet 1.1, layer {layer}, (2, 3, {size}, {size}) float64 images"
+    got = _run(name, student, (X, y, model, model.get_submodule(layer)), context)
+    check_tensor(name, got, shape=(2, size, size), hint="Upsample to (H, W); drop the channel dim.")
+    _compare(name, got, _gradcam_call(X, y, model, layer)(ref), context,
+             _thunks(name, _gradcam_call(X, y, model, layer)))
     # A convolution followed by an in-place ReLU: a stored activation would be overwritten.
-    seed = int(torch.randint(0, 2**31, (1,), generator=g))
+    seed = _seed(g)
     X = torch.randn(3, 3, 18, 26, generator=g, dtype=torch.float64)
     y = torch.randint(0, 10, (3,), generator=g)
-    plain = tiny_cnn(seed)
-    expected = ref(X, y, plain, plain[2])
+    expected = _gradcam_call(X, y, tiny_cnn(seed), "2")(ref)
     model = tiny_cnn(seed, inplace=True)
     context = "a small CNN with in-place ReLUs, layer = a convolution followed by ReLU(inplace=True)"
-    got = _run(name, student_fn, model, X, y, model[2], context=context, hint=_inplace_hint(True))
+    got = _run(name, student, (X, y, model, model[2]), context, hint=_inplace_hint(True))
     _compare(name, got, expected, context, hint=_inplace_hint(True))
     model32 = tiny_cnn(seed, dtype=torch.float32)
-    got = _run(name, student_fn, model32, X.float(), y, model32[4], context="float32 images")
-    check_tensor(name, got, shape=(3, 18, 26), dtype=torch.float32, device=X.device)
-    _compare(name, got, ref(X.float(), y, model32, model32[4]), "a small CNN on float32 images",
+    got = _run(name, student, (X.float(), y, model32, model32[4]), "float32 images")
+    check_tensor(name, got, shape=(3, 18, 26), dtype=torch.float32)
+    _compare(name, got, _gradcam_call(X.float(), y, model32, "4")(ref), "a small CNN on float32 images",
              rtol=RTOL32, atol=ATOL32)
-    _check_cleanup_after_error(name, lambda m: (lambda X, y: student_fn(X, y, m, m[2])), X, y)
+    _check_cleanup_after_error(name, student, lambda m: (X, y, m, m[2]))
 
 
 # ----------------------------------------------------------------------------------------- occlusion
 
 
-class CountingModel(nn.Module):
-    """Counts forward passes (the occlusion test checks that windows are batched)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model, self.calls = model, 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return self.model(x)
+def _window_count(size: int, patch: int, stride: int) -> int:
+    """Window positions along one axis: 0, stride, ..., up to the first start >= size - patch."""
+    return -(-(size - patch) // stride) + 1
 
 
-def _window_starts(size: int, patch: int, stride: int, full_only: bool = False) -> torch.Tensor:
-    last = size - patch if full_only else -(-(size - patch) // stride) * stride
-    return torch.arange(0, last + 1, stride)
-
-
-def _occlusion_variants(X: torch.Tensor, y: torch.Tensor, model: nn.Module, patch: int, stride: int,
-                        baseline: float) -> dict[str, torch.Tensor]:
-    """Maps from the grader's own window loop (batched per window): the wrong answers students give."""
-    N, _, H, W = X.shape
-    idx = torch.arange(N)
-    with torch.no_grad():
-        clean = model(X)
-        outputs: dict[str, torch.Tensor] = {}
-
-        def drops(starts_y: torch.Tensor, starts_x: torch.Tensor, fill: float) -> dict[str, list]:
-            result: dict[str, list] = {"prob": [], "logit": [], "logprob": []}
-            for top in starts_y.tolist():
-                for left in starts_x.tolist():
-                    occluded = X.clone()
-                    occluded[:, :, top : top + patch, left : left + patch] = fill
-                    s = model(occluded)
-                    result["prob"].append(F.softmax(clean, 1)[idx, y] - F.softmax(s, 1)[idx, y])
-                    result["logit"].append(clean[idx, y] - s[idx, y])
-                    result["logprob"].append(F.log_softmax(clean, 1)[idx, y] - F.log_softmax(s, 1)[idx, y])
-            return result
-
-        def combine(values: list, starts_y: torch.Tensor, starts_x: torch.Tensor, mean: bool) -> torch.Tensor:
-            total = torch.zeros(N, H, W, dtype=X.dtype)
-            count = torch.zeros(H, W, dtype=X.dtype)
-            k = 0
-            for top in starts_y.tolist():
-                for left in starts_x.tolist():
-                    total[:, top : top + patch, left : left + patch] += values[k][:, None, None]
-                    count[top : top + patch, left : left + patch] += 1
-                    k += 1
-            return total / count.clamp_min(1) if mean else total
-
-        sy, sx = _window_starts(H, patch, stride), _window_starts(W, patch, stride)
-        d = drops(sy, sx, baseline)
-        outputs["it matches drops of the raw scores; use softmax probabilities."] = combine(d["logit"], sy, sx, True)
-        outputs["it matches drops of log-probabilities; use softmax probabilities."] = \
-            combine(d["logprob"], sy, sx, True)
-        outputs["it matches P(occluded) - P(clean); the drop is P(clean) - P(occluded)."] = \
-            -combine(d["prob"], sy, sx, True)
-        outputs["it matches the SUM of the drops; average over the windows covering each pixel."] = \
-            combine(d["prob"], sy, sx, False)
-        fy, fx = _window_starts(H, patch, stride, True), _window_starts(W, patch, stride, True)
-        if len(fy) != len(sy) or len(fx) != len(sx):
-            outputs["it uses only windows that fit inside the image. Keep sliding until a window reaches the "
-                    "last row/column; that last window is cut off at the border (Captum's positions)."] = \
-                combine(drops(fy, fx, baseline)["prob"], fy, fx, True)
-        if baseline != 0.0:
-            outputs["it matches occluding with 0; set the occluded pixels to `baseline`."] = \
-                combine(drops(sy, sx, 0.0)["prob"], sy, sx, True)
-    return outputs
-
-
-@_one_thread
-def compute_occlusion_map(student_fn: Callable[..., torch.Tensor]) -> None:
-    """Hidden test of ``compute_occlusion_map`` (border windows, baselines and batched forward passes)."""
-    name = "compute_occlusion_map"
-    ref = load_solutions(ASSIGNMENT).compute_occlusion_map
+def _occlusion_test(student: Student, ref: Callable[..., torch.Tensor], spec: GradedFunction,
+                    g: torch.Generator) -> None:
+    """Border windows, baselines and batched forward passes."""
+    name = spec.name
     for i, case in enumerate(load_reference(ASSIGNMENT)["cases"][name]):
-        model, args, kwargs = _stored_case(case)
-        context = (f"stored case {i}: a small CNN on {tuple(args[0].shape)} images, patch={kwargs['patch']}, "
-                   f"stride={kwargs['stride']}, baseline={kwargs['baseline']}")
-        got = _run(name, student_fn, model, *args, kwargs["patch"], kwargs["stride"], kwargs["baseline"],
-                   context=context)
-        _compare(name, got, case["output"], context,
-                 lambda m=model, a=args, k=kwargs: _occlusion_variants(*a, m, k["patch"], k["stride"], k["baseline"]))
-    g = fresh_generator()
+        model, (X, y), kwargs = _stored_case(case)
+        extra = (kwargs["patch"], kwargs["stride"], kwargs["baseline"])
+        context = (f"stored case {i}: a small CNN on {tuple(X.shape)} images, patch={extra[0]}, "
+                   f"stride={extra[1]}, baseline={extra[2]}")
+        got = _run(name, student, (X, y, model, *extra), context)
+        _compare(name, got, case["output"], context, _thunks(name, _on_copies(X, y, model, *extra)))
     size = int(torch.randint(48, 61, (1,), generator=g))
     X = torch.randn(2, 3, size, size + 4, generator=g, dtype=torch.float64)
     baseline = float(torch.empty(1, dtype=torch.float64).uniform_(-1, 1, generator=g))
     model = squeezenet(dtype=torch.float64)
     y = top_classes(model, X, g)
     context = f"random-init SqueezeNet 1.1 on (2, 3, {size}, {size + 4}) float64 images, patch 16, stride 8"
-    counting = CountingModel(model)
-    got = _run(name, student_fn, counting, X, y, 16, 8, baseline, context=context)
-    check_tensor(name, got, shape=(2, size, size + 4), device=X.device)
-    _compare(name, got, ref(X, y, model, 16, 8, baseline), context,
-             lambda: _occlusion_variants(X, y, model, 16, 8, baseline))
-    windows = len(_window_starts(size, 16, 8)) * len(_window_starts(size + 4, 16, 8))
-    if counting.calls >= windows:
-        raise AssertionError(f"{name} ran the model {counting.calls} times for {windows} windows ({context}): batch "
-                             "the occluded images, several windows per forward pass (e.g. chunks of 32 images), "
-                             "instead of one forward pass per window.")
+    got = _run(name, student, (X, y, CountingModel(model), 16, 8, baseline), context)
+    check_tensor(name, got, shape=(2, size, size + 4))
+    _compare(name, got, ref(X, y, copy.deepcopy(model), 16, 8, baseline), context,
+             _thunks(name, _on_copies(X, y, model, 16, 8, baseline)))
+    windows = _window_count(size, 16, 8) * _window_count(size + 4, 16, 8)
+    calls = (student.last_modules.get("arg2") or {}).get("forward_calls")
+    if calls is None or calls >= windows:
+        raise Failure(f"{name} ran the model {calls} times for {windows} windows ({context}): batch the occluded "
+                      "images, several windows per forward pass (e.g. chunks of 32 images), instead of one forward "
+                      "pass per window.")
     # float32 on a small CNN with patch and stride drawn so that the last window is cut off.
     patch = int(torch.randint(4, 9, (1,), generator=g))
     stride = int(torch.randint(2, patch + 1, (1,), generator=g))
     H = patch + stride * int(torch.randint(2, 5, (1,), generator=g)) + 1
     W = H + int(torch.randint(1, 6, (1,), generator=g))
-    model = tiny_cnn(int(torch.randint(0, 2**31, (1,), generator=g)), dtype=torch.float32)
+    model = tiny_cnn(_seed(g), dtype=torch.float32)
     X = torch.randn(3, 3, H, W, generator=g)
     y = torch.randint(0, 10, (3,), generator=g)
     context = f"a small CNN on (3, 3, {H}, {W}) float32 images, patch {patch}, stride {stride}"
-    got = _run(name, student_fn, model, X, y, patch, stride, 0.0, context=context)
-    check_tensor(name, got, shape=(3, H, W), dtype=torch.float32, device=X.device)
-    _compare(name, got, ref(X, y, model, patch, stride, 0.0), context, rtol=RTOL32, atol=ATOL32)
+    got = _run(name, student, (X, y, model, patch, stride, 0.0), context)
+    check_tensor(name, got, shape=(3, H, W), dtype=torch.float32)
+    _compare(name, got, ref(X, y, copy.deepcopy(model), patch, stride, 0.0), context, rtol=RTOL32, atol=ATOL32)
 
 
 # ---------------------------------------------------------------------------------- fooling images
 
 
-def _ascent(X: torch.Tensor, target: int, model: nn.Module, lr: float, max_iter: int,
-            step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], early_stop: bool = True,
-            objective: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor | None:
-    """Variants of the fooling loop (the grader's wrong answers); ``None`` when it does not fool."""
-    Xf = X.detach().clone()
-    for it in range(max_iter + 1):
-        Xf.requires_grad_(True)
-        s = model(Xf)
-        if early_stop and int(s.argmax(dim=1)[0]) == target:
-            return Xf.detach()
-        if it == max_iter:
-            break
-        obj = s[0, target] if objective is None else objective(s)
-        (g,) = torch.autograd.grad(obj, Xf)
-        Xf = (Xf + step(g, torch.tensor(lr, dtype=X.dtype))).detach()
-    return Xf.detach() if not early_stop and int(model(Xf).argmax(dim=1)[0]) == target else None
+def _fooling_call(X: torch.Tensor, target: int, model: nn.Module, lr: float, max_iter: int
+                  ) -> Callable[[Callable], Any]:
+    return lambda f: f(X.clone(), target, copy.deepcopy(model), lr, max_iter)
 
 
-def _fooling_diagnoses(X: torch.Tensor, target: int, model: nn.Module, lr: float, max_iter: int) -> Diagnoses:
-    def compute() -> dict[str, torch.Tensor]:
-        t = torch.tensor([target])
-        candidates = {
-            "it matches steps of lr * g without normalization; divide the gradient by its L2 norm.":
-                _ascent(X, target, model, lr, max_iter, lambda g, a: a * g),
-            "it matches steps of lr * sign(g) (FGSM); use lr * g / ||g||_2.":
-                _ascent(X, target, model, lr, max_iter, lambda g, a: a * g.sign()),
-            "it matches descent on the cross-entropy loss of the target; ascend the target's score.":
-                _ascent(X, target, model, lr, max_iter, lambda g, a: -a * g / g.norm(),
-                        objective=lambda s: F.cross_entropy(s, t)),
-            "it matches running all max_iter steps; stop as soon as the model predicts target_y.":
-                _ascent(X, target, model, lr, max_iter, lambda g, a: a * g / g.norm(), early_stop=False),
-        }
-        return {k: v for k, v in candidates.items() if v is not None}
-    return compute
+def _run_fooling(student: Student, X: torch.Tensor, target: int, model: nn.Module, lr: float, max_iter: int,
+                 context: str) -> Any:
+    name = "make_fooling_image"
+    try:
+        out = student(X, target, model, lr, max_iter)
+    except NotImplementedError:
+        raise Failure(f"{name} is not implemented yet (it raised NotImplementedError).") from None
+    except Failure:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the student's error becomes the message
+        diagnosis = ""
+        try:
+            _fooling_call(X, target, model, lr, max_iter)(_wrong_functions(name)[_UNNORMALIZED_HINT])
+        except RuntimeError:
+            diagnosis = (" With steps of learning_rate * g the reference does not get there either: "
+                         + _UNNORMALIZED_HINT)
+        raise Failure(f"{name} raised {_error_text(exc)} ({context}). The reference fools this model within "
+                      "max_iter steps of normalized ascent on the target's score (steps learning_rate * g / "
+                      f"||g||_2).{diagnosis}") from None
+    _check_model(name, model, student, 2)
+    return out
 
 
 def _check_fooling_output(name: str, got: Any, X: torch.Tensor, target: int, model: nn.Module, context: str) -> None:
-    check_tensor(name, got, shape=tuple(X.shape), dtype=X.dtype, device=X.device)
-    if got.requires_grad or got.grad_fn is not None:
-        raise AssertionError(f"{name} returned a tensor attached to the autograd graph (requires_grad=True); "
-                             f"return X_fooling.detach() ({context}).")
+    check_tensor(name, got, shape=tuple(X.shape), dtype=X.dtype)
     with torch.no_grad():
         predicted = int(model(got).argmax(dim=1)[0])
     if predicted != target:
-        raise AssertionError(f"{name} returned an image the model classifies as {predicted}, not the target "
-                             f"{target} ({context}).")
+        raise Failure(f"{name} returned an image the model classifies as {predicted}, not the target "
+                      f"{target} ({context}).")
 
 
-@_one_thread
-def make_fooling_image(student_fn: Callable[..., torch.Tensor]) -> None:
-    """Hidden test of ``make_fooling_image``."""
-    name = "make_fooling_image"
-    ref = load_solutions(ASSIGNMENT).make_fooling_image
+def _check_detached(name: str, student: Student, args: tuple, context: str) -> None:
+    """The result must not be attached to the autograd graph (the kernel sends values only, so ask it to
+    backpropagate through the result: a detached result has no gradient to propagate)."""
+    try:
+        student.backward(args, wrt=(0,))
+    except Exception:  # noqa: BLE001 - nothing to propagate (detached, as asked), or the probe upset the function
+        return
+    raise Failure(f"{name} returned a tensor attached to the autograd graph (requires_grad=True); "
+                  f"return X_fooling.detach() ({context}).")
+
+
+def _fooling_test(student: Student, ref: Callable[..., torch.Tensor], spec: GradedFunction,
+                  g: torch.Generator) -> None:
+    name = spec.name
     for i, case in enumerate(load_reference(ASSIGNMENT)["cases"][name]):
-        model, args, kwargs = _stored_case(case)
-        X, target = args
+        model, (X, target), kwargs = _stored_case(case)
+        lr, max_iter = kwargs["learning_rate"], kwargs["max_iter"]
         context = f"stored case {i}: a small CNN, target {target}"
-        got = _run_fooling(student_fn, X, target, model, kwargs, context)
+        got = _run_fooling(student, X, target, model, lr, max_iter, context)
         _check_fooling_output(name, got, X, target, model, context)
-        _compare(name, got, case["output"], context,
-                 _fooling_diagnoses(X, target, model, kwargs["learning_rate"], kwargs["max_iter"]))
-    g = fresh_generator()
+        _compare(name, got, case["output"], context, _thunks(name, _fooling_call(X, target, model, lr, max_iter)))
     model, X, target, lr, expected = _foolable_case(ref, g, torch.float64)
     context = f"a small CNN, target {target}, learning_rate {lr:.3f}, max_iter 60"
-    got = _run_fooling(student_fn, X, target, model, {"learning_rate": lr, "max_iter": 60}, context)
+    got = _run_fooling(student, X, target, model, lr, 60, context)
+    _check_detached(name, student, (X, target, model, lr, 60), context)
     _check_fooling_output(name, got, X, target, model, context)
-    _compare(name, got, expected, context, _fooling_diagnoses(X, target, model, lr, 60))
+    _compare(name, got, expected, context, _thunks(name, _fooling_call(X, target, model, lr, 60)))
     # Already classified as the target: return (a copy of) X without any step.
     with torch.no_grad():
         current = int(model(X).argmax(dim=1)[0])
     context = "the image is already classified as the target"
-    got = _run_fooling(student_fn, X, current, model, {"learning_rate": lr, "max_iter": 60}, context)
+    got = _run_fooling(student, X, current, model, lr, 60, context)
     _compare(name, got, X, context,
              hint="Check the prediction before each step: when X is already classified as target_y, return it.")
-    # float32: properties only (dtype, device, detached, fooled).
+    # float32: properties only (dtype, fooled).
     model, X, target, lr, _ = _foolable_case(ref, g, torch.float32)
     context = f"a small CNN on a float32 image, target {target}, learning_rate {lr:.3f}, max_iter 60"
-    got = _run_fooling(student_fn, X, target, model, {"learning_rate": lr, "max_iter": 60}, context)
+    got = _run_fooling(student, X, target, model, lr, 60, context)
     _check_fooling_output(name, got, X, target, model, context)
     # Plain ascent cannot succeed here: the function must raise instead of returning a wrong image.
     model = stall_model()
-    X = torch.zeros(1, 3, 8, 8, dtype=torch.float64)
-    state = _ModelState(model)
     try:
-        out = student_fn(X.clone(), 1, model, 0.5, 30)
+        out = student(torch.zeros(1, 3, 8, 8, dtype=torch.float64), 1, model, 0.5, 30)
     except NotImplementedError:
-        raise AssertionError(f"{name} is not implemented yet (it raised NotImplementedError).") from None
-    except Exception:  # raising is the expected behaviour; RuntimeError is what the docstring asks for
+        raise Failure(f"{name} is not implemented yet (it raised NotImplementedError).") from None
+    except Failure:
+        raise
+    except Exception:  # noqa: BLE001 - raising is the expected behaviour; the docstring asks for RuntimeError
         pass
     else:
-        raise AssertionError(f"{name} returned {type(out).__name__} on a model that plain ascent cannot fool "
-                             "within max_iter steps (another class rises faster); it must raise a RuntimeError.")
-    state.check(name, model)
+        raise Failure(f"{name} returned {type(out).__name__} on a model that plain ascent cannot fool "
+                      "within max_iter steps (another class rises faster); it must raise a RuntimeError.")
+    _check_model(name, model, student, 2, after_error=True)
 
 
 def _foolable_case(ref: Callable[..., torch.Tensor], g: torch.Generator, dtype: torch.dtype
                    ) -> tuple[nn.Module, torch.Tensor, int, float, torch.Tensor]:
     """A fresh small CNN, image and target that the reference fools in at least one step."""
     for _attempt in range(50):
-        model = tiny_cnn(int(torch.randint(0, 2**31, (1,), generator=g)), dtype=dtype)
+        model = tiny_cnn(_seed(g), dtype=dtype)
         X = torch.randn(1, 3, 20, 20, generator=g, dtype=dtype)
         lr = float(torch.empty(1).uniform_(0.3, 1.0, generator=g))
         with torch.no_grad():
             candidates = model(X)[0].argsort(descending=True)[1:4].tolist()
         for target in candidates:
             try:
-                expected = ref(X, target, model, learning_rate=lr, max_iter=60)
+                expected = ref(X.clone(), target, copy.deepcopy(model), learning_rate=lr, max_iter=60)
             except RuntimeError:
                 continue  # plain ascent stalls for this target (another class rises faster)
             return model, X, target, lr, expected
     raise RuntimeError("grader: could not draw a foolable case; please report this")  # pragma: no cover
 
 
-def _run_fooling(student_fn: Callable[..., torch.Tensor], X: torch.Tensor, target: int, model: nn.Module,
-                 kwargs: dict[str, Any], context: str) -> Any:
-    name = "make_fooling_image"
-    state = _ModelState(model)
-    lr, max_iter = kwargs["learning_rate"], kwargs["max_iter"]
-    try:
-        out = call_student(name, student_fn, X, target, model, lr, max_iter)
-    except AssertionError:
-        raise
-    except Exception as exc:
-        diagnosis = ""
-        if _ascent(X, target, model, lr, max_iter, lambda g, a: a * g) is None:
-            diagnosis = (" Steps of learning_rate * g without normalization do not get there either: did you "
-                         "divide the gradient by its L2 norm?")
-        raise AssertionError(f"{name} raised {type(exc).__name__}: {str(exc)[:300]} ({context}). The reference "
-                             "fools this model within max_iter steps of normalized ascent on the target's score "
-                             f"(steps learning_rate * g / ||g||_2).{diagnosis}") from None
-    state.check(name, model)
-    return out
-
-
 # ----------------------------------------------------------------------------- class visualization
 
 
-def _class_step_variants(img: torch.Tensor, model: nn.Module, target: int, l2_reg: float, lr: float) -> Diagnoses:
-    def compute() -> dict[str, torch.Tensor]:
-        def step(objective: Callable[[torch.Tensor], torch.Tensor], normalize: bool = True,
-                 sign: float = 1.0) -> torch.Tensor:
-            x = img.detach().clone().requires_grad_(True)
-            (gr,) = torch.autograd.grad(objective(x), x)
-            return img + sign * lr * (gr / gr.norm() if normalize else gr)
-
-        return {
-            "it matches a step of gradient DESCENT; ascend: img += learning_rate * g / ||g||.":
-                step(lambda x: model(x)[0, target] - l2_reg * (x * x).sum(), sign=-1.0),
-            "it matches an unnormalized step; divide the gradient by its L2 norm.":
-                step(lambda x: model(x)[0, target] - l2_reg * (x * x).sum(), normalize=False),
-            "it matches a penalty l2_reg * ||img|| (not squared); use l2_reg * ||img||^2.":
-                step(lambda x: model(x)[0, target] - l2_reg * x.norm()),
-            "it matches the step without the L2 penalty; subtract l2_reg * ||img||^2 from the score.":
-                step(lambda x: model(x)[0, target]),
-            "it matches ADDING the L2 penalty; the objective is S_y - l2_reg * ||img||^2.":
-                step(lambda x: model(x)[0, target] + l2_reg * (x * x).sum()),
-        }
-    return compute
+def _class_step_call(img: torch.Tensor, model: nn.Module, target: int, l2_reg: float, lr: float
+                     ) -> Callable[[Callable], torch.Tensor]:
+    """``call(f)``: the image after ``f`` updated a copy of ``img`` in place."""
+    def call(f: Callable[..., Any]) -> torch.Tensor:
+        work = img.clone()
+        f(work, copy.deepcopy(model), target, l2_reg, lr)
+        return work
+    return call
 
 
-def _run_class_step(student_fn: Callable[..., Any], img: torch.Tensor, model: nn.Module, target: int,
-                    l2_reg: float, lr: float, context: str) -> torch.Tensor:
+def _run_class_step(student: Student, img: torch.Tensor, model: nn.Module, target: int, l2_reg: float,
+                    lr: float, context: str) -> torch.Tensor:
     name = "class_visualization_update_step"
-    state = _ModelState(model)
-    work = img.clone()
-    try:
-        student_fn(work, model, target, l2_reg, lr)
-    except NotImplementedError:
-        raise AssertionError(f"{name} is not implemented yet (it raised NotImplementedError).") from None
-    except Exception as exc:
-        raise AssertionError(f"{name} raised {type(exc).__name__}: {str(exc)[:300]} ({context}). Note that img "
-                             "does not require grad: take the gradient on a copy that does.") from None
-    state.check(name, model)
-    if torch.equal(work, img):
-        raise AssertionError(f"{name} did not change img ({context}); update it in place, e.g. "
-                             "`with torch.no_grad(): img += learning_rate * g / g.norm()`.")
-    return work.detach()
+    out = _run(name, student, (img, model, target, l2_reg, lr), context,
+               hint="Note that img does not require grad: take the gradient on a copy that does.", at=1)
+    updated = out["arguments"][0]
+    if not isinstance(updated, torch.Tensor) or torch.equal(updated, img):
+        raise Failure(f"{name} did not change img ({context}); update it in place, e.g. "
+                      "`with torch.no_grad(): img += learning_rate * g / g.norm()`.")
+    return updated
 
 
-@_one_thread
-def class_visualization_update_step(student_fn: Callable[..., Any]) -> None:
-    """Hidden test of ``class_visualization_update_step``."""
-    name = "class_visualization_update_step"
-    ref = load_solutions(ASSIGNMENT).class_visualization_update_step
+def _class_step_test(student: Student, ref: Callable[..., None], spec: GradedFunction, g: torch.Generator) -> None:
+    name = spec.name
     for i, case in enumerate(load_reference(ASSIGNMENT)["cases"][name]):
         model, (img, target), kwargs = _stored_case(case)
-        context = (f"stored case {i}: a small CNN, target {target}, l2_reg {kwargs['l2_reg']:g}, "
-                   f"learning_rate {kwargs['learning_rate']:g}")
-        got = _run_class_step(student_fn, img, model, target, kwargs["l2_reg"], kwargs["learning_rate"], context)
-        _compare(name, got, case["output"], context,
-                 _class_step_variants(img, model, target, kwargs["l2_reg"], kwargs["learning_rate"]))
-    g = fresh_generator()
+        l2_reg, lr = kwargs["l2_reg"], kwargs["learning_rate"]
+        context = f"stored case {i}: a small CNN, target {target}, l2_reg {l2_reg:g}, learning_rate {lr:g}"
+        got = _run_class_step(student, img, model, target, l2_reg, lr, context)
+        _compare(name, got, case["output"], context, _thunks(name, _class_step_call(img, model, target, l2_reg, lr)))
     size = int(torch.randint(56, 81, (1,), generator=g))
     img = torch.randn(1, 3, size, size, generator=g, dtype=torch.float64)
     l2_reg = float(10 ** torch.empty(1).uniform_(-3, -1, generator=g))
@@ -849,30 +795,34 @@ def class_visualization_update_step(student_fn: Callable[..., Any]) -> None:
     model = squeezenet(dtype=torch.float64)
     target = int(top_classes(model, img, g)[0])
     context = f"random-init SqueezeNet 1.1, a (1, 3, {size}, {size}) image, l2_reg {l2_reg:.3g}, lr {lr:.3g}"
-    expected = img.clone()
-    ref(expected, model, target, l2_reg, lr)
-    got = _run_class_step(student_fn, img, model, target, l2_reg, lr, context)
-    _compare(name, got, expected, context, _class_step_variants(img, model, target, l2_reg, lr))
+    got = _run_class_step(student, img, model, target, l2_reg, lr, context)
+    _compare(name, got, _class_step_call(img, model, target, l2_reg, lr)(ref), context,
+             _thunks(name, _class_step_call(img, model, target, l2_reg, lr)))
     img32 = img.float()
     model = squeezenet(dtype=torch.float32)
-    got = _run_class_step(student_fn, img32, model, target, l2_reg, lr, "float32 image")
-    check_tensor(name, got, shape=tuple(img32.shape), dtype=torch.float32, device=img32.device)
-    expected = img32.clone()
-    ref(expected, model, target, l2_reg, lr)
-    _compare(name, got, expected, "float32 image", rtol=RTOL32, atol=ATOL32)
+    got = _run_class_step(student, img32, model, target, l2_reg, lr, "float32 image")
+    check_tensor(name, got, shape=tuple(img32.shape), dtype=torch.float32)
+    _compare(name, got, _class_step_call(img32, model, target, l2_reg, lr)(ref), "float32 image",
+             rtol=RTOL32, atol=ATOL32)
 
 
 # --------------------------------------------------------------------------------- stored references
 
 
 def _stored_case(case: dict[str, Any]) -> tuple[nn.Module, tuple, dict[str, Any]]:
+    """The model (rebuilt from its stored state_dict), positional inputs and keyword inputs of a case."""
     spec = case["inputs"]["model"]
     model = tiny_cnn(0, inplace=spec["inplace"], num_classes=spec["num_classes"], state_dict=spec["state_dict"])
     return model, tuple(case["inputs"]["args"]), dict(case["inputs"].get("kwargs", {}))
 
 
 def make_references(sol: SimpleNamespace) -> dict[str, list[dict[str, Any]]]:
-    """Reference cases on seeded float64 inputs and small CNNs whose weights are stored with the case."""
+    """Reference cases on seeded float64 inputs and small CNNs whose weights are stored with the case.
+
+    A :class:`~autograder.judging.spec.Call` cannot hold a model in a reference file (loaded with
+    ``weights_only=True``), so these cases store each model as ``{"inplace", "num_classes", "state_dict"}``
+    and :func:`_stored_case` rebuilds it.
+    """
     g = torch.Generator().manual_seed(REFERENCE_SEED)
 
     def model_spec(seed: int, inplace: bool = False, zero_class: int | None = None) -> dict[str, Any]:
@@ -886,9 +836,7 @@ def make_references(sol: SimpleNamespace) -> dict[str, list[dict[str, Any]]]:
     def build(spec: dict[str, Any]) -> nn.Module:
         return tiny_cnn(0, inplace=spec["inplace"], num_classes=spec["num_classes"], state_dict=spec["state_dict"])
 
-    cases: dict[str, list[dict[str, Any]]] = {k: [] for k in (
-        "compute_saliency_maps", "compute_guided_backprop", "compute_gradcam", "compute_occlusion_map",
-        "make_fooling_image", "class_visualization_update_step")}
+    cases: dict[str, list[dict[str, Any]]] = {s.name: [] for s in SPECS}
     for seed, shape, inplace in [(1, (2, 3, 20, 20), False), (2, (3, 3, 16, 24), True)]:
         spec = model_spec(seed, inplace)
         X = torch.randn(*shape, generator=g, dtype=torch.float64)
@@ -947,3 +895,26 @@ def make_references(sol: SimpleNamespace) -> dict[str, list[dict[str, Any]]]:
             {"inputs": {"model": spec, "args": (img, target), "kwargs": {"l2_reg": l2_reg, "learning_rate": lr}},
              "output": out})
     return cases
+
+
+# ---------------------------------------------------------------------------------------------- specs
+
+_FRESH = "float64 on tiny CNNs and SqueezeNet: correct answers agree to ~1e-12, wrong ones differ by > 1e-3 of the max"
+
+SPECS = (
+    GradedFunction(name="compute_saliency_maps", test=_saliency_test, rtol=RTOL64, atol=ATOL64, tolerance=_FRESH,
+                   wrong_answers=_saliency_wrong(), forgeable=("model state",)),
+    GradedFunction(name="compute_guided_backprop", test=_guided_test, rtol=RTOL64, atol=ATOL64, tolerance=_FRESH,
+                   wrong_answers=_guided_wrong(), forgeable=("model state", "hooks removed after an error")),
+    GradedFunction(name="compute_gradcam", test=_gradcam_test, rtol=RTOL64, atol=ATOL64, tolerance=_FRESH,
+                   wrong_answers=_gradcam_wrong(), forgeable=("model state", "hooks removed after an error")),
+    GradedFunction(name="compute_occlusion_map", test=_occlusion_test, rtol=RTOL64, atol=ATOL64, tolerance=_FRESH,
+                   wrong_answers=_occlusion_wrong(), forgeable=("model state", "forward passes counted")),
+    GradedFunction(name="make_fooling_image", test=_fooling_test, rtol=RTOL64, atol=ATOL64, tolerance=_FRESH,
+                   wrong_answers=_fooling_wrong(), forgeable=("model state",)),
+    GradedFunction(name="class_visualization_update_step", test=_class_step_test, rtol=RTOL64, atol=ATOL64,
+                   tolerance=_FRESH, wrong_answers=_class_step_wrong(), adapter="in_place",
+                   forgeable=("model state",)),
+)
+
+_UNNORMALIZED_HINT = SPECS[4].wrong_answers[0].hint
