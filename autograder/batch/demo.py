@@ -137,6 +137,22 @@ def check_demo(run: GradingRun) -> list[str]:
     return problems
 
 
+def print_similarity(work: Path) -> None:
+    """Print the similarity table of the samples (``python -m autograder similarity``); report in ``work/similarity``.
+
+    The samples share the reference's code, so ``correct``, ``wrong-*`` and ``crash-*`` are flagged with each
+    other and against the reference solution; ``blank`` is listed as having no answers.
+    """
+    from autograder.similarity.report import summary_table, write_report
+    from autograder.similarity.run import compare_submissions
+
+    print("\nsimilarity of the sample submissions (python -m autograder similarity):")
+    for result in compare_submissions(work / "submitted"):
+        write_report(result, work / "similarity" / result.assignment)
+        print(summary_table(result, limit=8))
+    print(f"similarity reports: {work / 'similarity'}")
+
+
 def main(out: Path | None, jobs: int | None, names: list[str] | None = None) -> int:
     """The ``demo`` command: print the table and where everything is; 1 if a grade is off."""
     start = time.perf_counter()
@@ -144,6 +160,7 @@ def main(out: Path | None, jobs: int | None, names: list[str] | None = None) -> 
     print()
     print(run.summary())
     print(f"\nfeedback pages: {run.out / 'feedback'}\nstudent bundles: {run.out.parent / 'dist'}")
+    print_similarity(run.out.parent)
     if problems:
         print("\nDEMO CHECK FAILED:\n  " + "\n  ".join(problems))
         return 1
