@@ -20,6 +20,7 @@ from autograder.hidden_tests import style_transfer as grade
 from autograder.judging.references import build_reference, compare_cases, load_reference, regenerate
 from autograder.judging.solutions import load_solutions
 from cs_lib.data import center_crop, load_style_image
+from cs_lib.grading_models import python_loops
 from cs_lib.images import preprocess
 from tests.conftest import shared_data
 
@@ -316,11 +317,11 @@ def _while_tv(img: torch.Tensor) -> torch.Tensor:
 
 
 def test_python_loops_finds_loops_in_source_and_in_bytecode_without_source(sol) -> None:
-    assert grade.python_loops(_loop_gram) == ["a comprehension (line 2)"]
-    assert grade.python_loops(_while_tv) == ["a `while` loop (line 3)"]
+    assert python_loops(_loop_gram) == ["a comprehension (line 2)"]
+    assert python_loops(_while_tv) == ["a `while` loop (line 3)"]
     # The reference solutions are compiled from the notebook (no source file): bytecode path.
-    assert grade.python_loops(sol.gram_matrix) == [] and grade.python_loops(sol.tv_loss) == []
-    assert grade.python_loops(sol.style_loss) and grade.python_loops(sol.extract_features)
+    assert python_loops(sol.gram_matrix) == [] and python_loops(sol.tv_loss) == []
+    assert python_loops(sol.style_loss) and python_loops(sol.extract_features)
     namespace: dict[str, object] = {}
     exec(compile("def f(x):\n    while x:\n        x -= 1\n    return x\n", "<string>", "exec"), namespace)
-    assert grade.python_loops(namespace["f"]) == ["a loop in f"]
+    assert python_loops(namespace["f"]) == ["a loop in f"]

@@ -1,10 +1,20 @@
 """Hidden tests of ``style_transfer``: the content, Gram, style and TV losses, and the Adam loop.
 
-Each test runs the student function on the stored reference cases (random float64 tensors, and
-float32 features of a seeded random-init SqueezeNet 1.1), then on inputs drawn at grading time,
-compared with the source notebook's solution run live. When a result is wrong, the common wrong
-answers (a mean for a sum, a forgotten weight, the wrong Gram normalisation, TV along one axis,
-one Gram matrix for the whole batch, ...) are recomputed and the matching one names the fix.
+One :class:`~autograder.judging.spec.GradedFunction` per graded function, each a custom ``test`` run by
+the judge in the grading process (``autograder/README.md``). Each loss test runs the student function
+(in the kernel) on the stored reference cases (random float64 tensors, and float32 features of a seeded
+random-init SqueezeNet 1.1, built by :func:`make_references` with their provenance), then on the spec's
+``fresh`` inputs drawn at grading time, compared with the source notebook's solution run here. When a
+result is wrong, the spec's wrong answers (a mean for a sum, a forgotten weight, the wrong Gram
+normalisation, TV along one axis, one Gram matrix for the whole batch, ...) run on the same inputs and
+the matching one names the fix. ``gram_matrix`` and ``tv_loss`` must have no Python loops: a grader
+stand-in (:data:`cs_lib.grading_models.LOOP_PROBE`) reads the function's source in the kernel (forgeable).
+
+The loop (``style_transfer``) is graded on its own: it runs with **stand-in losses** that are not the
+assignment's answers (:data:`STAND_INS`: a Huber content loss, channel mean and mean-square statistics
+instead of Gram matrices, a Huber TV penalty) swapped into its globals in the kernel, and is compared with
+the reference loop run here with the same stand-ins. A wrong ``content_loss`` therefore costs only
+``content_loss``'s points, and no answer travels to the kernel.
 
 Tolerances
 ----------
@@ -24,39 +34,39 @@ near zero (which carry only absolute accuracy) do not fail a correct answer.
 - the optimisation loop runs in **float64** (the model cast with ``.double()``; ``style_transfer`` computes
   in its model's dtype). In float32 it is chaotic: Adam's first step moves each pixel by the learning
   rate times the *sign* of its gradient, so a gradient within rounding error of zero can flip a pixel
-  by 2 x 3.0, and the difference grows. Over 60 random draws, a correct but differently rounded
-  implementation (einsum Gram, ``F.mse_loss`` losses, ``torch.diff`` TV) differed from the reference
-  by up to 1.2e-3 in its loss history and in 19% of the pixels by more than 0.01 in float32, against
-  2.1e-14 and at most 5.2e-10 per value in float64. So float64 runs must agree to
+  by 2 x 3.0, and the difference grows. Over 60 random draws with the assignment's losses, a correct but
+  differently rounded implementation (einsum Gram, ``F.mse_loss`` losses, ``torch.diff`` TV) differed
+  from the reference by up to 1.2e-3 in its loss history and in 19% of the pixels by more than 0.01 in
+  float32, against 2.1e-14 and at most 5.2e-10 per value in float64. So float64 runs must agree to
   ``LOOP_LOSS_RTOL`` = 1e-8 in every loss and ``LOOP_IMAGE_ATOL`` = 1e-6 in every value of the result
   (margins of 5e5 and 2e3), while the wrong loops tried (no learning-rate decay, keeping Adam's
-  moments at the decay, clamping before the step or not at all, no ``zero_grad``) differ by 3e-2 to
-  200 in their losses. A float32 run with a small learning rate only has to lower the loss (the
-  largest final/initial ratio measured was 0.71).
+  moments at the decay, clamping before the step or not at all, no ``zero_grad``) differ by far more in
+  their losses. The stand-ins are smooth (Huber, squares), so the same argument holds for them. A float32
+  run with a small learning rate only has to lower the loss.
 """
 
 from __future__ import annotations
 
-import ast
-import contextlib
 import copy
-import dis
 import functools
-import inspect
 import math
 import textwrap
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from autograder.judging.references import load_reference
-from autograder.judging.solutions import load_solutions
-from autograder.judging.toolkit import call_student, fresh_generator
+from autograder.judging.solutions import load_namespace, variant
+from autograder.judging.spec import Call, GradedFunction, WrongAnswer
+from autograder.judging.toolkit import Failure, StudentError, clone_args
 from cs_lib.checks import check_close, check_tensor
+from cs_lib.grading_models import LOOP_MARKER, LOOP_PROBE, LOOP_PROBE_NAME
 
 ASSIGNMENT = "style_transfer"
 REFERENCE_SEED = 231
@@ -73,6 +83,9 @@ LOOP_IMAGE_ATOL = 1e-6
 #: The CS231n layers and weights (Starry Night preset) that the loop tests start from.
 STYLE_LAYERS = (1, 4, 6, 7)
 STYLE_WEIGHTS = (300000.0, 1000.0, 15.0, 3.0)
+
+Student = Any  # autograder.judging.judge.RemoteFunction: calls the student's function in the kernel
+STATE = "state: "  # prefix of the wrong answers that a property check catches (not a value diagnosis)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,18 +176,21 @@ def make_references(sol: SimpleNamespace) -> dict[str, list[dict[str, Any]]]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Shared checks
+# Comparing
 # ----------------------------------------------------------------------------------------------
 
 
-def _call(name: str, fn: Callable[..., Any], *args: Any, hint: str = "", **kwargs: Any) -> Any:
-    """``call_student``, with any other exception turned into an AssertionError that names it."""
+def _call(name: str, student: Student, *args: Any, hint: str = "", **kwargs: Any) -> Any:
+    """``student(*args, **kwargs)``; its exceptions become messages that name them."""
     try:
-        return call_student(name, fn, *args, **kwargs)
-    except AssertionError:
+        return student(*args, **kwargs)
+    except NotImplementedError:
+        raise Failure(f"{name} is not implemented yet (it raised NotImplementedError).") from None
+    except Failure:
         raise
-    except Exception as exc:
-        raise AssertionError(f"{name} raised {type(exc).__name__}: {exc}. {hint}".rstrip()) from exc
+    except Exception as exc:  # noqa: BLE001 - the student's error becomes the message
+        text = str(exc) if isinstance(exc, StudentError) else f"{type(exc).__name__}: {exc}"
+        raise Failure(f"{name} raised {text}. {hint}".rstrip()) from None
 
 
 def _rtol(dtype: torch.dtype) -> float:
@@ -191,74 +207,90 @@ def _max_error(got: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 def _compare(name: str, got: Any, expected: torch.Tensor, rtol: float,
-             wrong_answers: dict[str, torch.Tensor] | None = None, hint: str = "") -> None:
+             wrong: dict[str, Callable[[], Any]] | None = None, hint: str = "", shape_hint: str = "") -> None:
     """Check ``got`` against ``expected`` (norm-wise); name the wrong answer it matches, if any."""
-    check_tensor(name, got, shape=tuple(expected.shape), device=expected.device, hint=hint)
+    check_tensor(name, got, shape=tuple(expected.shape), hint=shape_hint or hint)
     if got.dtype != expected.dtype:
-        raise AssertionError(f"{name} returned dtype {got.dtype} for {expected.dtype} inputs; keep the "
-                             f"inputs' dtype (do not call .float() or .double()).")
+        raise Failure(f"{name} returned dtype {got.dtype} for {expected.dtype} inputs; keep the "
+                      f"inputs' dtype (do not call .float() or .double()).")
     if _max_error(got, expected) <= rtol:
         return
-    for wrong_hint, value in (wrong_answers or {}).items():
+    for wrong_hint, thunk in (wrong or {}).items():
+        try:
+            value = torch.as_tensor(thunk())
+        except Exception:  # noqa: BLE001 - a wrong answer that cannot run on this input matches nothing
+            continue
         if _max_error(got, value) <= max(rtol, 1e-4):
             hint = wrong_hint
             break
     scale = float(expected.detach().abs().max())
     check_close(name, got, expected, rtol=0.0, atol=rtol * scale, hint=hint)
-    raise AssertionError(f"{name}: result differs from the reference by more than {rtol:g} of its largest "
-                         f"value. {hint}".rstrip())
+    raise Failure(f"{name}: result differs from the reference by more than {rtol:g} of its largest "
+                  f"value. {hint}".rstrip())
 
 
-def _check_stored(name: str, fn: Callable[..., Any], hint: str = "") -> None:
-    """Run ``fn`` on the stored reference cases of ``name``."""
+def _input_dtype(args: tuple) -> torch.dtype:
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            return a.dtype
+        if isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.Tensor):
+            return a[0].dtype
+    return torch.float64
+
+
+@functools.cache
+def _wrong_functions(name: str) -> dict[str, Callable[..., Any]]:
+    """``{hint: function}`` of the value diagnoses of ``name``'s spec, compiled in the notebook's namespace."""
+    spec = next(s for s in SPECS if s.name == name)
+    return {w.hint: variant(ASSIGNMENT, name, w.body) for w in spec.wrong_answers if not w.name.startswith(STATE)}
+
+
+#: Per loss: the hint for any mismatch, the hint for a wrong shape, and how to avoid loops (None: loops allowed).
+_HINTS: dict[str, tuple[str, str, str | None]] = {
+    "content_loss": ("Return content_weight * sum((current - original) ** 2).",
+                     "Return a 0-dim tensor (torch.sum(...)), not a Python float or a per-element tensor.", None),
+    "gram_matrix": ("G[n] = F_n F_n^T, divided by H * W * C when normalize=True.",
+                    "Return one C x C Gram matrix per image of the batch, shape (N, C, C).",
+                    "reshape to (N, C, H * W) and use torch.bmm (or @)."),
+    "style_loss": ("Pair feats[style_layers[i]] with style_targets[i] and style_weights[i].",
+                   "Return a 0-dim tensor (a sum of torch.sum(...) terms).", None),
+    "tv_loss": ("Sum the squared differences along both the height (dim 2) and the width (dim 3).",
+                "Return a 0-dim tensor.", "subtract shifted slices, img[:, :, 1:, :] - img[:, :, :-1, :] etc."),
+}
+
+
+def _check_no_loops(name: str, student: Student, call: Call, how: str) -> None:
+    """Ask the kernel (a grader stand-in, forgeable) whether the function has Python loops."""
+    try:
+        student.with_stand_ins({LOOP_PROBE_NAME: LOOP_PROBE})(*call.args, **call.kwargs)
+    except Exception as exc:  # noqa: BLE001 - the probe's verdict, or the student's own error (reported later)
+        if LOOP_MARKER in str(exc):
+            loops = str(exc).split(LOOP_MARKER, 1)[1].strip()
+            raise Failure(f"{name} uses {loops}; write it without Python loops: {how}") from None
+
+
+def _loss_test(student: Student, ref: Callable[..., torch.Tensor], spec: GradedFunction, g: torch.Generator) -> None:
+    """Hidden test of a loss: stored cases, then the spec's fresh inputs, each compared norm-wise."""
+    name = spec.name
+    hint, shape_hint, how = _HINTS[name]
+    fresh = spec.fresh(g)
+    if how is not None:
+        _check_no_loops(name, student, fresh[0], how)
+    for call in fresh:
+        _check_call(name, student, ref, call.args, call.kwargs, None, hint, shape_hint)
     for case in load_reference(ASSIGNMENT)["cases"][name]:
         inputs = case["inputs"]
-        args = inputs.get("args", ())
-        got = _call(name, fn, *args, hint=hint, **inputs.get("kwargs", {}))
-        dtypes = [a.dtype for a in args if isinstance(a, torch.Tensor)] + \
-                 [t.dtype for a in args if isinstance(a, list) for t in a if isinstance(t, torch.Tensor)]
-        _compare(name, got, case["output"], _rtol(dtypes[0]), hint=hint)
+        _check_call(name, student, ref, tuple(inputs.get("args", ())), inputs.get("kwargs", {}), case["output"],
+                    hint, shape_hint)
 
 
-def python_loops(fn: Callable[..., Any]) -> list[str]:
-    """The Python loops (``for``, ``while``, comprehensions) in ``fn``'s own code.
-
-    Reads the function's source (``inspect.getsource`` works for functions defined in notebook
-    cells) and walks its AST; when there is no source, as for a function compiled from a string,
-    it reads the bytecode instead (``FOR_ITER`` or a backward jump).
-    """
-    try:
-        source = textwrap.dedent(inspect.getsource(fn))
-    except (OSError, TypeError):
-        return _bytecode_loops(fn.__code__)
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, (ast.For, ast.AsyncFor)):
-            found.append(f"a `for` loop (line {node.lineno})")
-        elif isinstance(node, ast.While):
-            found.append(f"a `while` loop (line {node.lineno})")
-        elif isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
-            found.append(f"a comprehension (line {node.lineno})")
-    return found
-
-
-def _bytecode_loops(code: types.CodeType) -> list[str]:
-    found = []
-    for instr in dis.get_instructions(code):
-        is_jump = instr.opcode in dis.hasjrel or instr.opcode in dis.hasjabs
-        if instr.opname == "FOR_ITER" or (is_jump and isinstance(instr.argval, int) and instr.argval < instr.offset):
-            found.append(f"a loop in {code.co_name}")
-            break
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            found.extend(_bytecode_loops(const))
-    return found
-
-
-def _check_no_loops(name: str, fn: Callable[..., Any], how: str) -> None:
-    loops = python_loops(fn)
-    if loops:
-        raise AssertionError(f"{name} uses {', '.join(loops)}; write it without Python loops: {how}")
+def _check_call(name: str, student: Student, ref: Callable[..., torch.Tensor], args: tuple, kwargs: dict,
+                expected: torch.Tensor | None, hint: str, shape_hint: str) -> None:
+    got = _call(name, student, *args, hint=hint, **kwargs)
+    if expected is None:
+        expected = ref(*clone_args(args), **clone_args(kwargs))
+    thunks = {h: (lambda f=f: f(*clone_args(args), **clone_args(kwargs))) for h, f in _wrong_functions(name).items()}
+    _compare(name, got, expected, _rtol(_input_dtype(args)), thunks, hint=hint, shape_hint=shape_hint)
 
 
 def _weight(g: torch.Generator) -> float:
@@ -272,143 +304,149 @@ def _randint(g: torch.Generator, low: int, high: int) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
-# The four losses
+# The four losses: fresh inputs and wrong answers
 # ----------------------------------------------------------------------------------------------
 
 
-def content_loss(student_content_loss: Callable[..., torch.Tensor]) -> None:
-    """Hidden test of ``content_loss``: stored cases and fresh float32/float64 feature maps."""
-    ref = load_solutions(ASSIGNMENT).content_loss
-    name = "content_loss"
-    g = fresh_generator()
+def _content_fresh(g: torch.Generator) -> list[Call]:
+    calls = []
     for dtype in (torch.float64, torch.float32):
         shape = (_randint(g, 1, 2), _randint(g, 2, 8), _randint(g, 2, 9), _randint(g, 2, 9))
-        current = torch.randn(shape, generator=g, dtype=dtype)
-        original = torch.randn(shape, generator=g, dtype=dtype)
-        w = _weight(g)
-        got = _call(name, student_content_loss, w, current, original)
-        check_tensor(name, got, shape=(), hint="Return a 0-dim tensor (torch.sum(...)), not a Python float "
-                                              "or a per-element tensor.")
-        d = (current - original).double()
-        wrong = {
-            "You averaged the squared differences (a mean); the content loss sums them.":
-                w * d.pow(2).mean(),
-            "You forgot to multiply by content_weight.": d.pow(2).sum(),
-            "Square the differences: this looks like w * ||current - original|| (a norm, not its square).":
-                w * d.pow(2).sum().sqrt(),
-            "Square the differences instead of taking their absolute values.": w * d.abs().sum(),
-        }
-        _compare(name, got, ref(w, current, original), _rtol(dtype), {k: v.to(dtype) for k, v in wrong.items()})
-    _check_stored(name, student_content_loss, hint="Return content_weight * sum((current - original) ** 2).")
+        calls.append(Call(_weight(g), torch.randn(shape, generator=g, dtype=dtype),
+                          torch.randn(shape, generator=g, dtype=dtype), label=f"random {dtype} feature maps"))
+    return calls
 
 
-def gram_matrix(student_gram_matrix: Callable[..., torch.Tensor]) -> None:
-    """Hidden test of ``gram_matrix``: no loops, stored cases, fresh batches with and without normalisation."""
-    ref = load_solutions(ASSIGNMENT).gram_matrix
-    name = "gram_matrix"
-    _check_no_loops(name, student_gram_matrix, "reshape to (N, C, H * W) and use torch.bmm (or @).")
-    g = fresh_generator()
+_DIFF = "(content_current - content_original)"
+
+CONTENT_WRONG = (
+    WrongAnswer("mean", f"return content_weight * torch.mean({_DIFF} ** 2)",
+                "You averaged the squared differences (a mean); the content loss sums them."),
+    WrongAnswer("no weight", f"return torch.sum({_DIFF} ** 2)", "You forgot to multiply by content_weight."),
+    WrongAnswer("norm", f"return content_weight * torch.norm{_DIFF}",
+                "Square the differences: this looks like w * ||current - original|| (a norm, not its square)."),
+    WrongAnswer("absolute values", f"return content_weight * torch.sum({_DIFF}.abs())",
+                "Square the differences instead of taking their absolute values."),
+    WrongAnswer(STATE + "a Python float", f"return (content_weight * torch.sum({_DIFF} ** 2)).item()",
+                "expected a torch.Tensor"),
+)
+
+
+def _gram_fresh(g: torch.Generator) -> list[Call]:
+    calls = []
     for dtype in (torch.float64, torch.float32):
         for normalize in (True, False):
-            N, C = _randint(g, 2, 4), _randint(g, 2, 8)
-            H, W = _randint(g, 2, 9), _randint(g, 2, 9)
-            x = torch.randn(N, C, H, W, generator=g, dtype=dtype) * 2.0
-            got = _call(name, student_gram_matrix, x, normalize=normalize)
-            check_tensor(name, got, shape=(N, C, C), device=x.device,
-                         hint=f"For features (N, C, H, W) = {(N, C, H, W)} return one C x C Gram matrix per "
-                              "image of the batch, shape (N, C, C).")
-            raw = torch.einsum("nchw,ndhw->ncd", x.double(), x.double())
-            whole_batch = torch.einsum("nchw,ndhw->cd", x.double(), x.double()).expand(N, C, C)
-            wrong = {
-                "Divide by H * W * C when normalize=True (it looks divided by H * W only).": raw / (H * W),
-                "Divide by H * W * C when normalize=True (it looks divided by C only).": raw / C,
-                "Divide by H * W * C, not by N * H * W * C.": raw / (N * H * W * C),
-                "Divide by H * W * C when normalize=True (it looks unnormalised).": raw,
-                "Do not normalise when normalize=False.": raw / (H * W * C),
+            N, C, H, W = _randint(g, 2, 4), _randint(g, 2, 8), _randint(g, 2, 9), _randint(g, 2, 9)
+            calls.append(Call(torch.randn(N, C, H, W, generator=g, dtype=dtype) * 2.0, normalize=normalize,
+                              label=f"random {dtype} features {(N, C, H, W)}, normalize={normalize}"))
+    return calls
+
+
+def _gram_body(flat: str, product: str, normalized: str, unnormalized: str = "G") -> str:
+    return (f"N, C, H, W = features.shape\nF = {flat}\nG = {product}\n"
+            f"return {normalized} if normalize else {unnormalized}")
+
+
+_PER_IMAGE = ("features.reshape(N, C, H * W)", "torch.bmm(F, F.transpose(1, 2))")
+_WHOLE_BATCH = ("features.transpose(0, 1).reshape(C, N * H * W)", "(F @ F.t()).expand(N, C, C)")
+
+GRAM_WRONG = (
+    WrongAnswer("H * W", _gram_body(*_PER_IMAGE, "G / (H * W)"),
+                "Divide by H * W * C when normalize=True (it looks divided by H * W only)."),
+    WrongAnswer("C", _gram_body(*_PER_IMAGE, "G / C"),
+                "Divide by H * W * C when normalize=True (it looks divided by C only)."),
+    WrongAnswer("N * H * W * C", _gram_body(*_PER_IMAGE, "G / (N * H * W * C)"),
+                "Divide by H * W * C, not by N * H * W * C."),
+    WrongAnswer("unnormalised", _gram_body(*_PER_IMAGE, "G"),
+                "Divide by H * W * C when normalize=True (it looks unnormalised)."),
+    WrongAnswer("always normalised", _gram_body(*_PER_IMAGE, "G / (H * W * C)", "G / (H * W * C)"),
+                "Do not normalise when normalize=False."),
+    WrongAnswer("whole batch", _gram_body(*_WHOLE_BATCH, "G / (N * H * W * C)"),
                 "Compute one Gram matrix per image: this looks like one Gram matrix for the whole batch "
-                "(reshape to (N, C, H * W), not (C, N * H * W)).": whole_batch / (N * H * W * C),
-                "Compute one Gram matrix per image, not one for the whole batch (reshape to (N, C, H * W)).":
-                    whole_batch / (H * W * C) if normalize else whole_batch,
-            }
-            if not normalize:
-                wrong = {k: v for k, v in wrong.items() if "when normalize=True" not in k}
-            else:
-                wrong.pop("Do not normalise when normalize=False.")
-            _compare(name, got, ref(x, normalize=normalize), _rtol(dtype), {k: v.to(dtype) for k, v in wrong.items()})
-    _check_stored(name, student_gram_matrix, hint="G[n] = F_n F_n^T, divided by H * W * C when normalize=True.")
+                "(reshape to (N, C, H * W), not (C, N * H * W))."),
+    WrongAnswer("whole batch, per-image normalisation", _gram_body(*_WHOLE_BATCH, "G / (H * W * C)"),
+                "Compute one Gram matrix per image, not one for the whole batch (reshape to (N, C, H * W))."),
+    WrongAnswer(STATE + "a loop over the batch",
+                "N, C, H, W = features.shape\nG = torch.stack([f.reshape(C, H * W) @ f.reshape(C, H * W).t() "
+                "for f in features])\nreturn G / (H * W * C) if normalize else G",
+                "write it without Python loops"),
+)
 
 
-def style_loss(student_style_loss: Callable[..., torch.Tensor]) -> None:
-    """Hidden test of ``style_loss``: stored cases and fresh layer lists with shuffled layer indices."""
-    sol = load_solutions(ASSIGNMENT)
-    name = "style_loss"
-    hint = "Pair feats[style_layers[i]] with style_targets[i] and style_weights[i]."
-    g = fresh_generator()
+def _style_fresh(g: torch.Generator) -> list[Call]:
+    """Layer lists of 5-7 maps with 3 shuffled style layers; targets from the reference Gram matrix."""
+    gram = load_namespace(ASSIGNMENT)["gram_matrix"]
+    calls = []
     for dtype in (torch.float64, torch.float32):
         num_layers = _randint(g, 5, 7)
         shapes = [(1, _randint(g, 2, 6), _randint(g, 2, 8), _randint(g, 2, 8)) for _ in range(num_layers)]
         feats = [torch.randn(s, generator=g, dtype=dtype) for s in shapes]
         layers = sorted(int(i) for i in (torch.randperm(num_layers - 1, generator=g)[:3] + 1))
-        targets = [sol.gram_matrix(torch.randn(shapes[i], generator=g, dtype=dtype) * 1.5) for i in layers]
+        targets = [gram(torch.randn(shapes[i], generator=g, dtype=dtype) * 1.5) for i in layers]
         weights = [_weight(g) for _ in layers]
-        got = _call(name, student_style_loss, list(feats), list(layers), list(targets), list(weights), hint=hint)
-        check_tensor(name, got, shape=(), hint="Return a 0-dim tensor (a sum of torch.sum(...) terms).")
-        f64 = [f.double() for f in feats]
-        t64 = [t.double() for t in targets]
-        terms = [(sol.gram_matrix(f64[layer]) - t) for layer, t in zip(layers, t64)]
-        raw = [(torch.einsum("nchw,ndhw->ncd", f64[layer], f64[layer]) - t) for layer, t in zip(layers, t64)]
-        wrong = {
-            "You forgot the style weights.": sum(d.pow(2).sum() for d in terms),
-            "You averaged the squared Gram differences (a mean); sum them.":
-                sum(w * d.pow(2).mean() for w, d in zip(weights, terms)),
-            "Square the differences: this looks like a Frobenius norm, not its square.":
-                sum(w * d.pow(2).sum().sqrt() for w, d in zip(weights, terms)),
-            "Use the normalised Gram matrix (gram_matrix(...) with normalize=True), like the targets.":
-                sum(w * d.pow(2).sum() for w, d in zip(weights, raw)),
-            "Add up every style layer; this is only the last one (did you overwrite the loss in the loop?).":
-                weights[-1] * terms[-1].pow(2).sum(),
-            "Add up every style layer; this is only the first one (a return inside the loop?).":
-                weights[0] * terms[0].pow(2).sum(),
-        }
-        _compare(name, got, sol.style_loss(feats, layers, targets, weights), _rtol(dtype),
-                 {k: torch.as_tensor(v).to(dtype) for k, v in wrong.items()}, hint=hint)
-    _check_stored(name, student_style_loss, hint=hint)
+        calls.append(Call(feats, layers, targets, weights, label=f"{num_layers} random {dtype} layers"))
+    return calls
 
 
-def tv_loss(student_tv_loss: Callable[..., torch.Tensor]) -> None:
-    """Hidden test of ``tv_loss``: no loops, stored cases, fresh non-square batches."""
-    ref = load_solutions(ASSIGNMENT).tv_loss
-    name = "tv_loss"
-    _check_no_loops(name, student_tv_loss, "subtract shifted slices, img[:, :, 1:, :] - img[:, :, :-1, :] etc.")
-    g = fresh_generator()
+def _style_body(term: str, combine: str = "loss = loss + weight * {term}") -> str:
+    return ("loss = feats[0].new_zeros(())\n"
+            "for layer, target, weight in zip(style_layers, style_targets, style_weights):\n"
+            f"    {combine.format(term=term)}\nreturn loss")
+
+
+_SQUARED = "torch.sum((gram_matrix(feats[layer]) - target) ** 2)"
+
+STYLE_WRONG = (
+    WrongAnswer("no weights", _style_body(_SQUARED, "loss = loss + {term}"), "You forgot the style weights."),
+    WrongAnswer("mean", _style_body("torch.mean((gram_matrix(feats[layer]) - target) ** 2)"),
+                "You averaged the squared Gram differences (a mean); sum them."),
+    WrongAnswer("Frobenius norm", _style_body("torch.norm(gram_matrix(feats[layer]) - target)"),
+                "Square the differences: this looks like a Frobenius norm, not its square."),
+    WrongAnswer("unnormalised Gram", _style_body("torch.sum((gram_matrix(feats[layer], normalize=False) - target) "
+                                                 "** 2)"),
+                "Use the normalised Gram matrix (gram_matrix(...) with normalize=True), like the targets."),
+    WrongAnswer("last layer only", _style_body(_SQUARED, "loss = weight * {term}"),
+                "Add up every style layer; this is only the last one (did you overwrite the loss in the loop?)."),
+    WrongAnswer("first layer only", _style_body(_SQUARED, "return weight * {term}"),
+                "Add up every style layer; this is only the first one (a return inside the loop?)."),
+    WrongAnswer(STATE + "targets indexed by layer", _style_body(
+        "torch.sum((gram_matrix(feats[layer]) - style_targets[layer]) ** 2)"), "style_targets[i]"),
+)
+
+
+def _tv_fresh(g: torch.Generator) -> list[Call]:
+    """Non-square batches in either orientation (the transposed ones are not contiguous)."""
+    calls = []
     for dtype in (torch.float64, torch.float32):
         H = _randint(g, 3, 12)
         W = H + _randint(g, 1, 5)
         x = torch.randn(_randint(g, 1, 2), 3, H, W, generator=g, dtype=dtype)
         if bool(torch.rand((), generator=g) < 0.5):
-            x = x.transpose(2, 3)  # non-square in the other orientation (and not contiguous)
-        w = _weight(g)
-        got = _call(name, student_tv_loss, x, w)
-        check_tensor(name, got, shape=(), hint="Return a 0-dim tensor.")
-        x64 = x.double()
-        dh = (x64[:, :, 1:, :] - x64[:, :, :-1, :]).pow(2).sum()
-        dw = (x64[:, :, :, 1:] - x64[:, :, :, :-1]).pow(2).sum()
-        wrong = {
-            "Add the horizontal differences too (this is the vertical term only).": w * dh,
-            "Add the vertical differences too (this is the horizontal term only).": w * dw,
-            "You forgot to multiply by tv_weight.": dh + dw,
-            "Sum the squared differences; this looks like a mean.":
-                w * ((x64[:, :, 1:, :] - x64[:, :, :-1, :]).pow(2).mean()
-                     + (x64[:, :, :, 1:] - x64[:, :, :, :-1]).pow(2).mean()),
-            "Square the differences instead of taking their absolute values.":
-                w * ((x64[:, :, 1:, :] - x64[:, :, :-1, :]).abs().sum()
-                     + (x64[:, :, :, 1:] - x64[:, :, :, :-1]).abs().sum()),
-            "Do not wrap around the border (torch.roll): only neighbours inside the image count.":
-                w * ((x64 - x64.roll(1, 2)).pow(2).sum() + (x64 - x64.roll(1, 3)).pow(2).sum()),
-        }
-        _compare(name, got, ref(x, w), _rtol(dtype), {k: v.to(dtype) for k, v in wrong.items()},
-                 hint="Sum the squared differences along both the height (dim 2) and the width (dim 3).")
-    _check_stored(name, student_tv_loss)
+            x = x.transpose(2, 3)
+        calls.append(Call(x, _weight(g), label=f"a random {dtype} image batch {tuple(x.shape)}"))
+    return calls
+
+
+_DH, _DW = "(img[:, :, 1:, :] - img[:, :, :-1, :])", "(img[:, :, :, 1:] - img[:, :, :, :-1])"
+
+TV_WRONG = (
+    WrongAnswer("vertical only", f"return tv_weight * torch.sum({_DH} ** 2)",
+                "Add the horizontal differences too (this is the vertical term only)."),
+    WrongAnswer("horizontal only", f"return tv_weight * torch.sum({_DW} ** 2)",
+                "Add the vertical differences too (this is the horizontal term only)."),
+    WrongAnswer("no weight", f"return torch.sum({_DH} ** 2) + torch.sum({_DW} ** 2)",
+                "You forgot to multiply by tv_weight."),
+    WrongAnswer("mean", f"return tv_weight * (torch.mean({_DH} ** 2) + torch.mean({_DW} ** 2))",
+                "Sum the squared differences; this looks like a mean."),
+    WrongAnswer("absolute values", f"return tv_weight * (torch.sum({_DH}.abs()) + torch.sum({_DW}.abs()))",
+                "Square the differences instead of taking their absolute values."),
+    WrongAnswer("wraps around", "return tv_weight * (torch.sum((img - img.roll(1, 2)) ** 2) "
+                                "+ torch.sum((img - img.roll(1, 3)) ** 2))",
+                "Do not wrap around the border (torch.roll): only neighbours inside the image count."),
+    WrongAnswer(STATE + "a loop over the two axes",
+                "return tv_weight * sum(torch.diff(img, dim=d).pow(2).sum() for d in (2, 3))",
+                "write it without Python loops"),
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -421,6 +459,89 @@ LOOP_HINT = ("Follow the recipe in the docstring: targets without gradients; img
              "backward, losses.append(loss.item()), step; then clamp img to [-1.5, 1.5] after the step. The "
              "grader runs it in float64 (model.double()): create new tensors with dtype=content_img.dtype.")
 
+#: Functions the loop calls by name, replaced in its globals (kernel and reference alike) by these grader
+#: stand-ins, which are not the assignment's answers: the loop is graded on its own, whatever the student's
+#: losses are, and no answer is sent to the kernel. They must stay smooth (see the module docstring).
+STAND_INS: dict[str, str] = {
+    "content_loss": '''
+def content_loss(content_weight, content_current, content_original):
+    """Grader stand-in, not the assignment's loss: a weighted Huber loss between the feature maps."""
+    return content_weight * F.smooth_l1_loss(content_current, content_original, reduction="sum")
+''',
+    "gram_matrix": '''
+def gram_matrix(features, normalize=True):
+    """Grader stand-in, not a Gram matrix: each channel's mean and mean square, (N, C, 2)."""
+    stats = torch.stack([features.mean(dim=(2, 3)), features.pow(2).mean(dim=(2, 3))], dim=2)
+    return stats if normalize else stats * (features.shape[2] * features.shape[3])
+''',
+    "style_loss": '''
+def style_loss(feats, style_layers, style_targets, style_weights):
+    """Grader stand-in: weighted squared differences of channel means and mean squares."""
+    loss = feats[0].new_zeros(())
+    for layer, target, weight in zip(style_layers, style_targets, style_weights):
+        f = feats[layer]
+        stats = torch.stack([f.mean(dim=(2, 3)), f.pow(2).mean(dim=(2, 3))], dim=2)
+        loss = loss + weight * ((stats - target) ** 2).sum()
+    return loss
+''',
+    "tv_loss": '''
+def tv_loss(img, tv_weight):
+    """Grader stand-in: a weighted Huber penalty on vertical and horizontal neighbour differences."""
+    dh = img[:, :, 1:, :] - img[:, :, :-1, :]
+    dw = img[:, :, :, 1:] - img[:, :, :, :-1]
+    return tv_weight * (F.smooth_l1_loss(dh, torch.zeros_like(dh), reduction="sum")
+                        + F.smooth_l1_loss(dw, torch.zeros_like(dw), reduction="sum"))
+''',
+    "extract_features": '''
+def extract_features(x, cnn):
+    """The release's helper: every layer's output of a sequential CNN, in order."""
+    features = []
+    for module in cnn:
+        x = module(x)
+        features.append(x)
+    return features
+''',
+}
+_SEED_NAME = "_grader_seed"
+
+
+@functools.cache
+def stand_in_functions() -> dict[str, Callable[..., Any]]:
+    """:data:`STAND_INS` executed here, as the kernel executes them (with torch, nn and F in scope)."""
+    functions = {}
+    for name, source in STAND_INS.items():
+        scope: dict[str, Any] = {"torch": torch, "nn": nn, "F": F}
+        exec(compile(source, f"<grader stand-in {name}>", "exec"), scope)  # noqa: S102 - our own source
+        functions[name] = scope[name]
+    return functions
+
+
+def with_stand_ins(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (a notebook function: the reference or a wrong answer) with the stand-ins in its globals."""
+    namespace = {**fn.__globals__, **stand_in_functions()}
+    copy_ = types.FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__, fn.__closure__)
+    copy_.__kwdefaults__ = fn.__kwdefaults__
+    return copy_
+
+
+def _seeded_stand_ins(seed: int) -> dict[str, str]:
+    """The stand-ins, then (last, right before the call) torch's global generator seeded in the kernel."""
+    return {**STAND_INS, _SEED_NAME: f"torch.manual_seed({seed})\n{_SEED_NAME} = None\n"}
+
+
+def _run_student_loop(student: Student, seed: int, backward: bool = False, **kwargs: Any) -> Any:
+    view = student.with_stand_ins(_seeded_stand_ins(seed))
+    if backward:
+        return view.backward((), kwargs, wrt=())
+    return _call("style_transfer", view, hint=LOOP_HINT, **kwargs)
+
+
+def _run_reference_loop(fn: Callable[..., Any], seed: int, **kwargs: Any) -> Any:
+    """A notebook loop run here with the stand-ins and torch's global generator seeded, restored after."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return with_stand_ins(fn)(**copy.deepcopy(kwargs))
+
 
 def _random_photo(g: torch.Generator, height: int, width: int) -> np.ndarray:
     """A uint8 (H, W, 3) image: coarse random colours, upsampled, plus noise."""
@@ -430,98 +551,78 @@ def _random_photo(g: torch.Generator, height: int, width: int) -> np.ndarray:
     return (image[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
 
 
-def _run_loop(fn: Callable[..., Any], seed: int, **kwargs: Any) -> Any:
-    """Call a style_transfer function with torch's global generator seeded, restoring it after."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return _call("style_transfer", fn, hint=LOOP_HINT, **kwargs)
-
-
 def _check_loop_output(out: Any, num_iterations: int, shape: tuple[int, ...],
                        dtype: torch.dtype) -> tuple[torch.Tensor, list[float]]:
     name = "style_transfer"
     if not (isinstance(out, tuple) and len(out) == 2):
-        raise AssertionError(f"{name} returned {type(out).__name__}; expected a tuple (img, losses).")
+        raise Failure(f"{name} returned {type(out).__name__}; expected a tuple (img, losses).")
     img, losses = out
-    check_tensor(name, img, shape=shape, dtype=dtype, device="cpu",
+    check_tensor(name, img, shape=shape, dtype=dtype,
                  hint="Return the optimised image itself, shape (1, 3, H, W), in the model's dtype and on its "
                       "device.")
-    if img.requires_grad:
-        raise AssertionError(f"{name} returned an image that requires grad; return img.detach().")
     if not isinstance(losses, list) or len(losses) != num_iterations:
         got = len(losses) if isinstance(losses, list) else type(losses).__name__
-        raise AssertionError(f"{name} returned losses = {got}; expected a list of num_iterations = "
-                             f"{num_iterations} floats, one per iteration.")
+        raise Failure(f"{name} returned losses = {got}; expected a list of num_iterations = "
+                      f"{num_iterations} floats, one per iteration.")
     if not all(isinstance(v, float) and math.isfinite(v) for v in losses):
-        raise AssertionError(f"{name}: every entry of losses must be a finite Python float (loss.item()).")
+        raise Failure(f"{name}: every entry of losses must be a finite Python float (loss.item()).")
     return img, losses
 
 
+def _check_detached(student: Student, seed: int, **kwargs: Any) -> None:
+    """The image must be detached: the kernel sends values only, so ask it to backpropagate through the
+    returned image (a detached image has no gradient to propagate: a TypeError that says so)."""
+    try:
+        _run_student_loop(student, seed, backward=True, **kwargs)
+    except TypeError as exc:
+        if "no gradient to propagate" in str(exc):
+            return
+    except Exception:  # noqa: BLE001 - autograd on an attached image with nothing to differentiate: attached
+        pass
+    raise Failure("style_transfer returned an image that requires grad; return img.detach().")
+
+
+def _loop_diagnosis(losses: list[float], run: Callable[[Callable[..., Any]], Any]) -> str:
+    """The hint of the first wrong loop whose loss history the student's matches, or ""."""
+    for hint, fn in _wrong_functions("style_transfer").items():
+        try:
+            _, wrong_losses = run(fn)
+        except Exception:  # noqa: BLE001 - a wrong loop that cannot run on this input matches nothing
+            continue
+        if len(wrong_losses) == len(losses) and all(
+                abs(a - b) <= LOOP_LOSS_RTOL * abs(b) for a, b in zip(losses, wrong_losses)):
+            return f" This looks like: {hint}"
+    return ""
+
+
 def _compare_runs(label: str, got: tuple[torch.Tensor, list[float]], expected: tuple[torch.Tensor, list[float]],
-                  first_hint: str) -> None:
+                  first_hint: str, run: Callable[[Callable[..., Any]], Any]) -> None:
     name = f"style_transfer ({label})"
     (img, losses), (ref_img, ref_losses) = got, expected
-    check_close(name + ", losses[0]", losses[0], ref_losses[0], rtol=LOOP_LOSS_RTOL, hint=first_hint)
     worst = max(range(len(losses)), key=lambda t: abs(losses[t] - ref_losses[t]) / abs(ref_losses[t]))
     if abs(losses[worst] - ref_losses[worst]) > LOOP_LOSS_RTOL * abs(ref_losses[worst]):
-        raise AssertionError(f"{name}: the loss at iteration {worst} is {losses[worst]:.10g}; the reference loop "
-                             f"gives {ref_losses[worst]:.10g} (relative tolerance {LOOP_LOSS_RTOL:g}). {LOOP_HINT}")
+        diagnosis = _loop_diagnosis(losses, run)
+        check_close(name + ", losses[0]", losses[0], ref_losses[0], rtol=LOOP_LOSS_RTOL, hint=first_hint + diagnosis)
+        raise Failure(f"{name}: the loss at iteration {worst} is {losses[worst]:.10g}; the reference loop "
+                      f"gives {ref_losses[worst]:.10g} (relative tolerance {LOOP_LOSS_RTOL:g}). {LOOP_HINT}"
+                      f"{diagnosis}")
     if float(img.min()) < -1.5 or float(img.max()) > 1.5:
-        raise AssertionError(f"{name}: the result has values in [{float(img.min()):.3g}, {float(img.max()):.3g}]; "
-                             "clamp img to [-1.5, 1.5] after every optimizer step.")
+        raise Failure(f"{name}: the result has values in [{float(img.min()):.3g}, {float(img.max()):.3g}]; "
+                      "clamp img to [-1.5, 1.5] after every optimizer step.")
     check_close(name + ", image", img, ref_img, rtol=0.0, atol=LOOP_IMAGE_ATOL,
                 hint="The losses match but the returned image does not: return img.detach() after the last "
                      "step and clamp.")
 
 
-#: Functions the student's loop calls by name; the loop's test swaps in the references for them.
-LOOP_DEPENDENCIES = ("content_loss", "gram_matrix", "style_loss", "tv_loss", "extract_features")
-
-
-@contextlib.contextmanager
-def _reference_dependencies(student_fn: Callable[..., Any]) -> Iterator[None]:
-    """Run ``student_fn`` with the reference loss functions in its globals, then restore them.
-
-    The loop is graded on its own: a mistake in ``content_loss`` costs that function's points
-    only, not the loop's as well.
-    """
-    namespace = getattr(student_fn, "__globals__", None)
-    if namespace is None:
-        yield
-        return
-    sol = load_solutions(ASSIGNMENT)
-    missing = object()
-    saved = {name: namespace.get(name, missing) for name in LOOP_DEPENDENCIES}
-    try:
-        for name in LOOP_DEPENDENCIES:
-            namespace[name] = getattr(sol, name)
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is missing:
-                namespace.pop(name, None)
-            else:
-                namespace[name] = value
-
-
-def style_transfer(student_style_transfer: Callable[..., Any]) -> None:
-    """Hidden test of ``style_transfer``, graded with the reference losses in place of the student's."""
-    with _reference_dependencies(student_style_transfer):
-        _test_style_transfer_loop(student_style_transfer)
-
-
-def _test_style_transfer_loop(student_style_transfer: Callable[..., Any]) -> None:
+def _loop_test(student: Student, ref: Callable[..., Any], spec: GradedFunction, g: torch.Generator) -> None:
     """Hidden test of ``style_transfer``: tiny runs (32 px, 20 steps) against the reference loop.
 
-    On random-init SqueezeNet features in float64 and images drawn at grading time, a run from
-    the content image with CS231n's schedule (lr 3.0, a new Adam with lr 0.1 at 90%) and one from
-    noise with a learning-rate schedule drawn at random, under the same seed, must follow the
-    reference run: every loss to ``LOOP_LOSS_RTOL`` and
-    the image to ``LOOP_IMAGE_ATOL``. A float32 run with a small learning rate must lower the loss.
+    With the stand-in losses, on random-init SqueezeNet features in float64 and images drawn at grading
+    time, a run from the content image with CS231n's schedule (lr 3.0, a new Adam with lr 0.1 at 90%) and
+    one from noise with a learning-rate schedule drawn at random, under the same seed, must follow the
+    reference run: every loss to ``LOOP_LOSS_RTOL`` and the image to ``LOOP_IMAGE_ATOL``. A float32 run
+    with a small learning rate must lower the loss.
     """
-    ref = load_solutions(ASSIGNMENT).style_transfer
-    g = fresh_generator()
-
     def scale() -> float:
         return 10 ** float(torch.empty(()).uniform_(-0.5, 0.5, generator=g))
 
@@ -544,14 +645,76 @@ def _test_style_transfer_loop(student_style_transfer: Callable[..., Any]) -> Non
          "With init_random=True start from torch.rand(content_img.shape, dtype=content_img.dtype, "
          "device=content_img.device)."),
     ]:
-        out = _run_loop(student_style_transfer, seed, **params, **extra, num_iterations=20, model=model)
+        kwargs = {**params, **extra, "num_iterations": 20, "model": model}
+        out = _run_student_loop(student, seed, **kwargs)
         got = _check_loop_output(out, 20, shape, torch.float64)
-        expected = _run_loop(ref, seed, **params, **extra, num_iterations=20, model=model)
-        _compare_runs(label + ", float64", got, expected, first_hint)
-    out = _run_loop(student_style_transfer, seed, **params, num_iterations=10, initial_lr=0.05, decayed_lr=0.01,
-                    model=squeezenet_features(REFERENCE_SEED))
+        expected = _run_reference_loop(ref, seed, **kwargs)
+        _compare_runs(label + ", float64", got, expected, first_hint,
+                      lambda fn, kwargs=kwargs: _run_reference_loop(fn, seed, **kwargs))
+    _check_detached(student, seed, **params, num_iterations=2, model=model)
+    out = _run_student_loop(student, seed, **params, num_iterations=10, initial_lr=0.05, decayed_lr=0.01,
+                            model=squeezenet_features(REFERENCE_SEED))
     _, losses = _check_loop_output(out, 10, shape, torch.float32)
     if not losses[-1] < losses[0]:
-        raise AssertionError(f"style_transfer: with initial_lr=0.05 the loss went from {losses[0]:.6g} to "
-                             f"{losses[-1]:.6g} in 10 steps; it should go down. Use the initial_lr and decayed_lr "
-                             "arguments, and backpropagate the total loss.")
+        raise Failure(f"style_transfer: with initial_lr=0.05 the loss went from {losses[0]:.6g} to "
+                      f"{losses[-1]:.6g} in 10 steps; it should go down. Use the initial_lr and decayed_lr "
+                      "arguments, and backpropagate the total loss.")
+
+
+@functools.cache
+def _loop_setup() -> str:
+    """The reference's first solution region of ``style_transfer`` (targets, img, optimizer), flush-left."""
+    import nbformat
+
+    from autograder import source_notebook
+    from autograder.judging.solutions import answer_cells
+    from autograder.notebook_format import SOLUTION_REGION
+
+    nb = nbformat.read(source_notebook(ASSIGNMENT), as_version=4)
+    cell = next(c for c in answer_cells(nb) if c.metadata.get("nbgrader", {}).get("grade_id") == "style_transfer")
+    match = SOLUTION_REGION.search(cell.source)
+    if match is None:
+        raise ValueError("the style_transfer answer cell has no solution region")
+    return textwrap.dedent("\n".join(match.group(0).splitlines()[1:-1])) + "\n"
+
+
+def _setup_with(old: str, new: str) -> str:
+    """The reference's set-up region with one mistake (``old`` replaced by ``new``)."""
+    body = _loop_setup()
+    if old not in body:
+        raise ValueError(f"the wrong loop expects `{old}` in the reference solution")
+    return body.replace(old, new)
+
+
+LOOP_WRONG = (
+    WrongAnswer("noise from randn", _setup_with("torch.rand(content_img.shape", "torch.randn(content_img.shape"),
+                "noise from torch.randn; use torch.rand (uniform in [0, 1))"),
+    WrongAnswer("fixed learning rate", _setup_with("lr=initial_lr", "lr=3.0"),
+                "a fixed learning rate of 3.0; use Adam(lr=initial_lr)"),
+    WrongAnswer("SGD", _setup_with("torch.optim.Adam(", "torch.optim.SGD("),
+                "plain SGD steps before the decay; use torch.optim.Adam"),
+    WrongAnswer("unnormalised style targets", _setup_with("gram_matrix(style_feats[layer])",
+                                                          "gram_matrix(style_feats[layer], normalize=False)"),
+                "style targets computed with normalize=False; keep gram_matrix's default normalize=True"),
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# Specs
+# ----------------------------------------------------------------------------------------------
+
+_LOSS_TOLERANCE = "norm-wise: float64 1e-10 (round-off ~1e-12), float32 1e-4 (491 u = 2.9e-5, module docstring)"
+
+SPECS = (
+    GradedFunction(name="content_loss", fresh=_content_fresh, test=_loss_test, rtol=FLOAT32_RTOL, atol=0.0,
+                   tolerance=_LOSS_TOLERANCE, wrong_answers=CONTENT_WRONG),
+    GradedFunction(name="gram_matrix", fresh=_gram_fresh, test=_loss_test, rtol=FLOAT32_RTOL, atol=0.0,
+                   tolerance=_LOSS_TOLERANCE, wrong_answers=GRAM_WRONG, forgeable=("no Python loops",)),
+    GradedFunction(name="style_loss", fresh=_style_fresh, test=_loss_test, rtol=FLOAT32_RTOL, atol=0.0,
+                   tolerance=_LOSS_TOLERANCE, wrong_answers=STYLE_WRONG),
+    GradedFunction(name="tv_loss", fresh=_tv_fresh, test=_loss_test, rtol=FLOAT32_RTOL, atol=0.0,
+                   tolerance=_LOSS_TOLERANCE, wrong_answers=TV_WRONG, forgeable=("no Python loops",)),
+    GradedFunction(name="style_transfer", test=_loop_test, rtol=LOOP_LOSS_RTOL, atol=LOOP_IMAGE_ATOL,
+                   tolerance="float64 loop: losses to 1e-8 relative, image to 1e-6 (module docstring)",
+                   wrong_answers=LOOP_WRONG, forgeable=("the returned image is detached",)),
+)
