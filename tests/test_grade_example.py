@@ -1,14 +1,29 @@
-"""The example's hidden tests: the reference passes; wrong and hard-coded answers fail."""
+"""The example's hidden tests, run by the judge in-process: the reference passes; wrong and hard-coded answers fail."""
 
 from __future__ import annotations
+
+import types
+from collections.abc import Callable
 
 import pytest
 import torch
 
-from autograder import grade
+from autograder.judging.judge import judge_in_process
 from autograder.judging.solutions import load_solutions
 
 sol = load_solutions("example")
+
+
+def _as(name: str, fn: Callable) -> Callable:
+    """``fn`` under the graded function's name (the judge finds the spec by ``__name__``)."""
+    if isinstance(fn, types.FunctionType):
+        return types.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+
+    def named(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        return fn(*args, **kwargs)
+
+    named.__name__ = name
+    return named
 
 
 def test_reference_solutions_match_independent_peers() -> None:
@@ -24,15 +39,15 @@ def test_reference_solutions_match_independent_peers() -> None:
 
 
 def test_reference_passes_its_own_hidden_tests() -> None:
-    grade.example.softmax(sol.softmax)
-    grade.example.top_k_accuracy(sol.top_k_accuracy)
+    judge_in_process("example", sol.softmax)
+    judge_in_process("example", sol.top_k_accuracy)
 
 
 def test_correct_alternative_formulations_pass() -> None:
     """Correct students who write it differently must get the points (float64 mean, logsumexp)."""
-    grade.example.softmax(lambda s: (s - s.logsumexp(dim=1, keepdim=True)).exp())
-    grade.example.top_k_accuracy(
-        lambda s, y, k=1: float((s.topk(k, dim=1).indices == y[:, None]).any(1).double().sum() / len(y)))
+    judge_in_process("example", _as("softmax", lambda s: (s - s.logsumexp(dim=1, keepdim=True)).exp()))
+    judge_in_process("example", _as("top_k_accuracy", lambda s, y, k=1: float(
+        (s.topk(k, dim=1).indices == y[:, None]).any(1).double().sum() / len(y))))
 
 
 def _softmax_wrong_dim(s):
@@ -55,7 +70,7 @@ def _softmax_stub(s):
 
 
 @pytest.mark.parametrize("wrong, message", [
-    (_softmax_wrong_dim, "elements differ"),
+    (_softmax_wrong_dim, "normalizing over dim=0"),
     (_softmax_unstable, "NaN"),
     (_softmax_in_place, "in place"),
     (_softmax_stub, "not implemented"),
@@ -63,7 +78,7 @@ def _softmax_stub(s):
 ])
 def test_hidden_softmax_test_rejects_common_wrong_answers(wrong, message) -> None:
     with pytest.raises(AssertionError, match=message):
-        grade.example.softmax(wrong)
+        judge_in_process("example", _as("softmax", wrong))
 
 
 @pytest.mark.parametrize("wrong", [
@@ -73,9 +88,14 @@ def test_hidden_softmax_test_rejects_common_wrong_answers(wrong, message) -> Non
 ])
 def test_hidden_top_k_test_rejects_wrong_and_hard_coded_answers(wrong) -> None:
     with pytest.raises(AssertionError):
-        grade.example.top_k_accuracy(wrong)
+        judge_in_process("example", _as("top_k_accuracy", wrong))
 
 
-def test_unknown_assignment_in_grade_namespace_is_a_clear_error() -> None:
-    with pytest.raises(AttributeError, match="no tests for assignment 'nope'"):
-        grade.nope  # noqa: B018
+def test_a_function_without_a_spec_is_a_clear_error() -> None:
+    with pytest.raises(KeyError, match="has no spec for 'nope'"):
+        judge_in_process("example", _as("nope", lambda s: s))
+
+
+def test_unknown_assignment_is_a_clear_error() -> None:
+    with pytest.raises(KeyError, match="no hidden tests for assignment 'nope'"):
+        judge_in_process("nope", sol.softmax)
