@@ -198,3 +198,65 @@ def write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+# -- sizing a Slurm array task ----------------------------------------------------------------
+
+#: Seconds a grading process may outlive its submission's time limit (the scheduler's ``grace``).
+GRACE_SECONDS = 120
+#: Seconds per task besides grading: the venv check, nbgrader's release of each assignment, the CSVs.
+SETUP_SECONDS = 600
+#: Memory of the grading process itself (nbgrader, the feedback exporter) besides the kernels.
+GRADER_MEMORY = 2 * 1024**3
+
+
+def task_resources(largest_shard: int, jobs: int, timeout: float, memory: int) -> tuple[int, int]:
+    """``(--time in minutes, --mem in MiB)`` for one array task, from the per-submission limits.
+
+    - time: the worst case. The task grades ``jobs`` submissions at a time, so
+      ``ceil(largest_shard / jobs)`` rounds of at most ``timeout + GRACE_SECONDS`` each, plus
+      ``SETUP_SECONDS``. (A task killed at its limit keeps what it finished: resubmit it.)
+    - memory: ``jobs`` kernels at their limit (``--memory-limit``) plus ``GRADER_MEMORY``.
+
+    Args:
+        largest_shard: submissions in the largest shard.
+        jobs: submissions graded at once per task (``--jobs``, ``--cpus-per-task``).
+        timeout: seconds per submission (``--timeout``).
+        memory: bytes per submission (``--memory-limit``).
+    """
+    rounds = -(-max(largest_shard, 0) // max(jobs, 1))
+    seconds = rounds * (timeout + GRACE_SECONDS) + SETUP_SECONDS
+    return -(-int(seconds) // 60), -(-(max(jobs, 1) * memory + GRADER_MEMORY) // 1024**2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m autograder.batch.shards SUBMISSIONS --shard-count N``: shard sizes and one task's resources.
+
+    Prints ``sizes``, ``time_minutes`` and ``mem_mb`` lines (what ``slurm/submit.sh`` reads). Other
+    ``grade`` options may follow; only ``--assignment`` matters here.
+    """
+    import argparse
+
+    from autograder.batch.grading import known_assignments
+    from autograder.batch.submissions import discover
+    from autograder.execution.isolation import parse_size
+
+    parser = argparse.ArgumentParser(prog="python -m autograder.batch.shards", description=main.__doc__)
+    parser.add_argument("submissions")
+    parser.add_argument("--shard-count", type=int, required=True)
+    parser.add_argument("--assignment")
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--memory-limit", default="4GiB")
+    args, _ = parser.parse_known_args(argv)
+    found = discover(Path(args.submissions), known_assignments(), args.assignment)
+    sizes = [len(s) for s in split(found.submissions, args.shard_count)]
+    minutes, mem_mb = task_resources(max(sizes), args.jobs, args.timeout, parse_size(args.memory_limit))
+    print("sizes " + " ".join(map(str, sizes)))
+    print(f"time_minutes {minutes}")
+    print(f"mem_mb {mem_mb}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
