@@ -65,7 +65,8 @@ SPECS = (
         rtol=5e-4, atol=1e-7,
         tolerance="float32 spacing at |s| = 1000 is 6.1e-5; wrong answers differ by more than 1e-2",
         wrong_answers=(
-            WrongAnswer("over the batch", "exp = (scores - scores.max()).exp()\nreturn exp / exp.sum(dim=0, keepdim=True)",
+            WrongAnswer("over the batch",
+                        "exp = (scores - scores.max()).exp()\nreturn exp / exp.sum(dim=0, keepdim=True)",
                         "normalizing over dim=0 (the batch) instead of dim=1 (the classes)"),
             WrongAnswer("no max subtraction", "exp = scores.exp()\nreturn exp / exp.sum(dim=1, keepdim=True)",
                         "exponentiating without subtracting each row's maximum first (exp overflows)"),

@@ -2,10 +2,10 @@
 
 Each assignment's hidden-test module (:mod:`autograder.hidden_tests.<assignment>`) declares
 ``SPECS``; the ``cases`` of each spec, drawn with ``REFERENCE_SEED``, and the reference solution's
-outputs on them become ``{function_name: [{"inputs": {...}, "output": ...}, ...]}`` (:func:`spec_cases`). The cases are stored
-in ``autograder/references/<assignment>.pt`` together with the torch, torchvision and
-NumPy versions and the seed (:data:`META_KEYS`). ``python -m autograder references``
-regenerates them and reports which changed beyond the assignment's tolerance.
+outputs on them become ``{function_name: [{"inputs": {...}, "output": ...}, ...]}``
+(:func:`spec_cases`). The cases are stored in ``autograder/references/<assignment>.pt``
+together with the torch, torchvision and NumPy versions and the seed (:data:`META_KEYS`).
+``python -m autograder references`` regenerates them and reports which changed beyond the assignment's tolerance.
 """
 
 from __future__ import annotations

@@ -57,8 +57,9 @@ ATTACKS = (
            "        for path in glob.glob(pattern, recursive=True)[:3]:\n"
            "            try:\n"
            "                nb = json.load(open(path))\n"
-           "                code = [''.join(c['source']).replace('### BEGIN SOLUTION', '').replace('### END SOLUTION', '')\n"
-           "                        for c in nb['cells'] if c.get('metadata', {}).get('nbgrader', {}).get('solution')]\n"
+           "                code = [''.join(c['source']).replace('### BEGIN SOLUTION', '')\n"
+           "                        .replace('### END SOLUTION', '') for c in nb['cells']\n"
+           "                        if c.get('metadata', {}).get('nbgrader', {}).get('solution')]\n"
            "                exec('\\n'.join(code), globals()); found = 'notebook'\n"
            "            except Exception:\n                pass\n"
            "for path in ('/proc/1/root', '/proc/self/root'):\n"
@@ -144,7 +145,8 @@ ATTACKS = (
            "fake_ag = types.ModuleType('autograder'); fake_ag.__path__ = []\n"
            "sys.modules['autograder'] = fake_ag\n"
            "import builtins\n_real_import = builtins.__import__\n"
-           "builtins.__import__ = lambda name, *a, **k: fake if name == 'cs_lib.judge_client' else _real_import(name, *a, **k)"),
+           "builtins.__import__ = (lambda name, *a, **k:\n"
+           "                       fake if name == 'cs_lib.judge_client' else _real_import(name, *a, **k))"),
     Attack("partial-credit-output", "forged output files or socket messages",
            "import builtins\n_print = builtins.print\n"
            "def print(*args, **kwargs):\n    get_ipython().displayhook(2.0)\n    _print(*args, **kwargs)\n"
