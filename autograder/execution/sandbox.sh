@@ -31,6 +31,7 @@ ln -s /proc/self/fd "$root/dev/fd"
 cd "$root"
 mkdir .old-root
 pivot_root . .old-root
+rmdir "/.old-root$root" 2>/dev/null || true  # the host's empty mount point: leave nothing behind in /tmp
 umount -l /.old-root
 rmdir /.old-root
 cd "$work"
