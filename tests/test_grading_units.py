@@ -227,7 +227,8 @@ def test_sample_bodies_replace_only_the_solution_region(example_notebooks: tuple
     crash = with_answer_body(correct, source, "top_k_accuracy", CRASH_BODY)
     cell = {c.metadata["nbgrader"]["grade_id"]: c.source for c in wrong.cells if c.metadata.get("nbgrader")}
     assert "def softmax(scores: torch.Tensor) -> torch.Tensor:" in cell["softmax"]
-    assert "    return scores" in cell["softmax"] and "BEGIN SOLUTION" not in cell["softmax"]
+    # The demo's wrong sample is the first wrong answer of the spec, indented into the function.
+    assert "    return exp / exp.sum(dim=0, keepdim=True)" in cell["softmax"] and "BEGIN SOLUTION" not in cell["softmax"]
     crashed = next(c.source for c in crash.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "top_k_accuracy")
     assert "    os._exit(3)" in crashed
     compile(cell["softmax"], "softmax", "exec")
