@@ -1,14 +1,17 @@
 """The hidden tests of ``network_visualization`` reject the common wrong answers and accept correct ones.
 
-Each wrong answer below is a small function written the way a student might get it wrong; the hidden
-test must raise ``AssertionError`` whose message names the mistake. The reference solutions and a few
-correct alternatives (CS231n-style ``.backward()`` code, tensor hooks instead of
-module hooks, all window masks at once) must pass.
+Each wrong answer below is a small function written the way a student might get it wrong, independently
+of the spec's own wrong-answer bodies (``tests/test_hidden_test_specs.py`` runs those); the judge, run
+in-process through :func:`~autograder.judging.judge.judge_in_process` (the TA path: same specs, same
+serialization of every call as while grading), must fail it with a message that names the mistake.
+The reference solutions and a few correct alternatives (CS231n-style ``.backward()`` code, tensor hooks
+instead of module hooks, all window masks at once) must pass.
 """
 
 from __future__ import annotations
 
 import math
+import types
 from collections.abc import Callable
 
 import pytest
@@ -17,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autograder.hidden_tests import network_visualization as hidden
+from autograder.judging.judge import judge_in_process
 from autograder.judging.references import build_reference, compare_cases, load_reference, reference_path
 from autograder.judging.solutions import load_solutions
 
@@ -24,6 +28,13 @@ ASSIGNMENT = "network_visualization"
 
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+
+def judge(function: str, student: Callable) -> None:
+    """Judge ``student`` as the notebook's ``function`` (the judge finds the spec by ``__name__``)."""
+    named = types.FunctionType(student.__code__, student.__globals__, function, student.__defaults__,
+                               student.__closure__)
+    judge_in_process(ASSIGNMENT, named)
 
 
 def _relus(model: nn.Module) -> list[nn.ReLU]:
@@ -458,7 +469,7 @@ WRONG: list[tuple[str, Callable, str]] = [
     ("compute_guided_backprop", guided_deconvnet_rule, "deconvnet"),
     ("compute_guided_backprop", guided_of_the_loss, "cross-entropy loss"),
     ("compute_guided_backprop", guided_ignoring_inplace_relus, "in-place ReLUs"),
-    ("compute_guided_backprop", guided_without_finally, "left hooks behind after the model raised"),
+    ("compute_guided_backprop", guided_without_finally, "left hooks on the model after it raised"),
     ("compute_guided_backprop", guided_leaving_relus_non_inplace, "inplace flag"),
     ("compute_gradcam", gradcam_without_relu, "WITHOUT the ReLU"),
     ("compute_gradcam", gradcam_min_max_normalized, "min-max normalization"),
@@ -466,7 +477,7 @@ WRONG: list[tuple[str, Callable, str]] = [
     ("compute_gradcam", gradcam_align_corners, "align_corners=True"),
     ("compute_gradcam", gradcam_of_the_loss, "gradient of the loss"),
     ("compute_gradcam", gradcam_ignoring_inplace_relus, "in-place ReLUs"),
-    ("compute_gradcam", gradcam_without_finally, "left hooks behind after the model raised"),
+    ("compute_gradcam", gradcam_without_finally, "left hooks on the model after it raised"),
     ("compute_occlusion_map", occlusion_of_the_scores, "raw scores"),
     ("compute_occlusion_map", occlusion_summed, "SUM of the drops"),
     ("compute_occlusion_map", occlusion_with_full_windows_only, "cut off at the border"),
@@ -502,17 +513,17 @@ FUNCTIONS = sorted({name for name, _, _ in WRONG})
 @pytest.mark.parametrize("function, student, message", WRONG, ids=[s.__name__ for _, s, _ in WRONG])
 def test_hidden_test_rejects_common_wrong_answer(function: str, student: Callable, message: str) -> None:
     with pytest.raises(AssertionError, match=message):
-        getattr(hidden, function)(student)
+        judge(function, student)
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_hidden_test_passes_the_reference_solution(function: str) -> None:
-    getattr(hidden, function)(getattr(load_solutions(ASSIGNMENT), function))
+    judge_in_process(ASSIGNMENT, getattr(load_solutions(ASSIGNMENT), function))
 
 
 @pytest.mark.parametrize("function, student", CORRECT_ALTERNATIVES, ids=[s.__name__ for _, s in CORRECT_ALTERNATIVES])
 def test_hidden_test_passes_correct_alternative_implementations(function: str, student: Callable) -> None:
-    getattr(hidden, function)(student)
+    judge(function, student)
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
@@ -521,7 +532,7 @@ def test_hidden_test_rejects_the_release_stub(function: str) -> None:
         raise NotImplementedError()
 
     with pytest.raises(AssertionError, match="not implemented yet"):
-        getattr(hidden, function)(stub)
+        judge(function, stub)
 
 
 def test_stored_cases_catch_every_wrong_answer_deterministically() -> None:
@@ -562,3 +573,19 @@ def test_hidden_tests_do_not_use_the_notebook_global_model() -> None:
 
     source = inspect.getsource(hidden)
     assert "load_classifier" not in source and "get_ipython" not in source
+
+
+def test_models_sent_to_the_kernel_are_importable_there() -> None:
+    """The kernel can import torch, torchvision and cs_lib, never autograder (hidden while grading)."""
+    from cs_lib.grading_models import CountingModel
+
+    models = [hidden.tiny_cnn(0), hidden.squeezenet(), hidden.failing_model(1), hidden.stall_model(),
+              CountingModel(hidden.tiny_cnn(2))]
+    modules = {type(m).__module__ for model in models for m in model.modules()}
+    assert all(name.split(".")[0] in ("torch", "torchvision", "cs_lib") for name in modules), modules
+
+
+def test_the_forward_count_comes_from_the_kernels_report() -> None:
+    """One forward pass per window is caught from the kernel's module_report, not from the grader's copy."""
+    with pytest.raises(AssertionError, match=r"ran the model \d+ times for \d+ windows"):
+        judge("compute_occlusion_map", occlusion_by_loops)

@@ -683,12 +683,16 @@ def _check_fooling_output(name: str, got: Any, X: torch.Tensor, target: int, mod
 
 
 def _check_detached(name: str, student: Student, args: tuple, context: str) -> None:
-    """The result must not be attached to the autograd graph (the kernel sends values only, so ask it to
-    backpropagate through the result: a detached result has no gradient to propagate)."""
+    """The result must not be attached to the autograd graph. The kernel sends values only, so ask it to
+    backpropagate through the result with respect to nothing: a detached result has no gradient to
+    propagate (a TypeError that says so); an attached one reaches autograd, which refuses empty inputs."""
     try:
-        student.backward(args, wrt=(0,))
-    except Exception:  # noqa: BLE001 - nothing to propagate (detached, as asked), or the probe upset the function
-        return
+        student.backward(args, wrt=())
+    except TypeError as exc:
+        if "no gradient to propagate" in str(exc):
+            return
+    except Exception:  # noqa: BLE001 - autograd on an attached result with nothing to differentiate
+        pass
     raise Failure(f"{name} returned a tensor attached to the autograd graph (requires_grad=True); "
                   f"return X_fooling.detach() ({context}).")
 
