@@ -7,8 +7,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from autograder.execution import sandbox
 from autograder.execution.executor import KERNEL_DIED, NOT_RUN, ResilientExecute
-from autograder.execution.isolation import network_sandbox_prefix
 from autograder.execution.nbgrader_run import kit_environment
 
 pytestmark = pytest.mark.notebook
@@ -62,7 +62,7 @@ def test_output_is_cut_per_cell(tmp_path: Path, monkeypatch) -> None:
     assert _text(ok) == "ok\n"
 
 
-@pytest.mark.skipif(not network_sandbox_prefix()[0], reason=network_sandbox_prefix()[1])
+@pytest.mark.skipif(not sandbox.plan().network_isolated, reason=sandbox.plan().note)
 def test_the_kernel_has_no_network_interfaces_but_loopback(tmp_path: Path, monkeypatch) -> None:
     code = "import socket\nprint(sorted(name for _, name in socket.if_nameindex()))"
     nb, _ = _execute(tmp_path, [code], monkeypatch)

@@ -4,11 +4,8 @@
   it started, and kills them all when the sum goes over the limit. ``RLIMIT_AS`` is not
   used: CUDA reserves huge virtual address ranges, so an address-space limit breaks every
   GPU kernel while a resident-memory limit does not.
-- :func:`network_sandbox_prefix` finds a way to start the kernel without network access
-  (``unshare --net``, or ``unshare --net --map-root-user`` for an unprivileged user). Where
-  neither works (no ``unshare``, user namespaces disabled, macOS) the kernel keeps the
-  machine's network, and :func:`network_sandbox_prefix` says so.
-- :class:`SandboxedKernelManager` starts kernels through that prefix. A kernel in its own
+- :class:`SandboxedKernelManager` starts kernels behind the prefix of
+  :mod:`autograder.execution.sandbox` (no network, no file but its own). A kernel in its own
   network namespace cannot reach the grader over TCP loopback, so it talks over Unix
   sockets (``transport = "ipc"``) instead.
 - :func:`kill_process_tree` ends a process and all its descendants.
@@ -16,11 +13,7 @@
 
 from __future__ import annotations
 
-import functools
-import os
-import shutil
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -144,29 +137,6 @@ class MemoryWatchdog:
                                    f"(limit {format_size(self.limit)})")
                     self._pid = None
                 kill_process_tree(pid)
-
-
-@functools.lru_cache(maxsize=1)
-def network_sandbox_prefix() -> tuple[tuple[str, ...], str]:
-    """A command prefix that starts a program without network access, and a description.
-
-    Returns:
-        ``(prefix, note)``: ``prefix`` is empty when no sandbox works on this machine, and
-        ``note`` then says why.
-    """
-    if os.environ.get("DLCV_GRADING_NETWORK") == "allow":
-        return (), "network isolation switched off (DLCV_GRADING_NETWORK=allow)"
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        return (), "no network isolation: the `unshare` command is not available"
-    for prefix in ((unshare, "--net"), (unshare, "--net", "--map-root-user")):
-        try:
-            ok = subprocess.run([*prefix, "true"], capture_output=True, timeout=10).returncode == 0
-        except (OSError, subprocess.TimeoutExpired):
-            ok = False
-        if ok:
-            return prefix, "kernels run without network (" + " ".join(os.path.basename(p) for p in prefix) + ")"
-    return (), "no network isolation: `unshare --net` is not permitted here (user namespaces disabled?)"
 
 
 class SandboxedKernelManager(AsyncKernelManager):
