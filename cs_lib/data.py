@@ -9,6 +9,8 @@
   scikit-learn's 8x8 digits when the files are missing and cannot be downloaded.
 - :class:`ShapesDataset`: synthetic circles, squares and triangles with boxes and
   instance masks, generated deterministically from a seed (for Mask R-CNN).
+- :class:`PennFudanDataset`: the Penn-Fudan pedestrians (170 photos, instance masks), when the
+  download script has fetched them (:func:`pennfudan_root`).
 
 Data files live in :func:`data_dir`: ``$CS_KIT_DATA`` if set, else the ``datasets/data``
 folder next to ``cs_lib`` (a clone of the repo or a student bundle).
@@ -384,3 +386,68 @@ def _load_package_image(loader: str) -> np.ndarray:
     import skimage.data
 
     return getattr(skimage.data, loader.removeprefix("skimage.data."))()
+
+
+def pennfudan_root() -> Path | None:
+    """The extracted Penn-Fudan folder (holding ``PNGImages/`` and ``PedMasks/``), or None when absent.
+
+    ``python datasets/download.py pennfudan`` puts it at ``data_dir()/PennFudanPed``.
+    """
+    for candidate in (data_dir() / "PennFudanPed", data_dir() / "PennFudanPed" / "PennFudanPed"):
+        if (candidate / "PNGImages").is_dir() and (candidate / "PedMasks").is_dir():
+            return candidate
+    return None
+
+
+class PennFudanDataset(Dataset):
+    """Penn-Fudan pedestrians (Wang, Shi, Song & Shen, ACCV 2007) for instance segmentation.
+
+    Item ``i`` is ``(image, target)`` in :class:`ShapesDataset`'s format: ``image`` float32
+    ``(3, H, W)`` in [0, 1]; ``target["boxes"]`` float32 ``(K, 4)`` (x2/y2 one past the last mask
+    pixel), ``target["labels"]`` int64 ``(K,)`` all 1 (pedestrian), ``target["masks"]`` uint8
+    ``(K, H, W)``. Images are sorted by file name, so ``indices`` select a reproducible split.
+
+    Args:
+        root: the extracted folder (default: :func:`pennfudan_root`).
+        indices: which images, in sorted order (default: all 170).
+        max_size: shrink images (and masks) whose longer side exceeds this, keeping the aspect ratio.
+
+    Raises:
+        FileNotFoundError: with the download command when the data is missing.
+    """
+
+    classes = ("background", "pedestrian")
+
+    def __init__(self, root: str | os.PathLike[str] | None = None, indices: list[int] | None = None,
+                 max_size: int | None = None) -> None:
+        found = Path(root) if root is not None else pennfudan_root()
+        if found is None or not (found / "PNGImages").is_dir():
+            raise FileNotFoundError(f"PennFudanDataset: the data is missing. Run `{DOWNLOAD_HINT} pennfudan`.")
+        self.root = found
+        names = sorted(p.name for p in (found / "PNGImages").glob("*.png"))
+        self.names = [names[i] for i in indices] if indices is not None else names
+        self.max_size = max_size
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        name = self.names[index]
+        image = Image.open(self.root / "PNGImages" / name).convert("RGB")
+        mask = Image.open(self.root / "PedMasks" / name.replace(".png", "_mask.png"))
+        if self.max_size is not None and max(image.size) > self.max_size:
+            scale = self.max_size / max(image.size)
+            size = (round(image.size[0] * scale), round(image.size[1] * scale))
+            image, mask = image.resize(size, Image.BILINEAR), mask.resize(size, Image.NEAREST)
+        ids = np.asarray(mask)
+        instances = np.unique(ids)
+        instances = instances[instances != 0]
+        masks = ids[None] == instances[:, None, None]
+        masks = masks[masks.sum(axis=(1, 2)) > 0]
+        target = {
+            "boxes": torch.from_numpy(_boxes_from_masks(masks)),
+            "labels": torch.ones(len(masks), dtype=torch.int64),
+            "masks": torch.from_numpy(masks.astype(np.uint8)),
+        }
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+        return pixels, target

@@ -1,0 +1,549 @@
+"""Hidden tests of ``mask_rcnn``: box IoU, box coding, NMS, RoIAlign, mask targets, mask loss, paste-back, mask AP.
+
+One :class:`~autograder.judging.spec.GradedFunction` per graded function. Stored cases are float64 (the
+reference agrees with torchvision / pycocotools to ~1e-14 there, see ``tests/test_mask_rcnn_reference.py``),
+plus one float32 case per function whose arithmetic is exact or well inside the tolerance, to check that
+the dtype is kept. Inputs include the degenerate boxes the issue lists: zero area, partly or wholly outside
+the image, identical boxes, tied scores.
+
+Each wrong answer is the reference body with one mistake put in (:func:`_mutated`), so a change to the
+solution is a change to its mistakes; the import fails loudly if a mutation no longer applies.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import nbformat
+import torch
+import torchvision
+
+from autograder import source_notebook
+from autograder.judging.solutions import answer_cells
+from autograder.judging.spec import Call, GradedFunction, WrongAnswer
+from autograder.judging.toolkit import Failure
+from autograder.notebook_format import SOLUTION_REGION
+
+ASSIGNMENT = "mask_rcnn"
+REFERENCE_SEED = 2017
+# float64 references: agreement to round-off across machines.
+REFERENCE_RTOL, REFERENCE_ATOL = 1e-9, 1e-9
+
+
+def _solution_body(name: str) -> str:
+    """The reference body of ``name`` (between the solution markers), dedented."""
+    nb = nbformat.read(source_notebook(ASSIGNMENT), as_version=4)
+    cell = next(c for c in answer_cells(nb) if c.metadata.get("nbgrader", {}).get("grade_id") == name)
+    region = SOLUTION_REGION.search(cell.source).group(0)
+    return textwrap.dedent("\n".join(region.splitlines()[1:-1]))
+
+
+def _mutated(name: str, *replacements: tuple[str, str]) -> str:
+    """The reference body of ``name`` with each ``(old, new)`` replaced (each ``old`` must occur)."""
+    body = _solution_body(name)
+    for old, new in replacements:
+        if old not in body:
+            raise ValueError(f"mask_rcnn spec: '{old}' is no longer in the reference {name}; update the wrong answer")
+        body = body.replace(old, new)
+    return body
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+def _boxes(g: torch.Generator, n: int, size: float = 50.0, dtype: torch.dtype = torch.float64,
+           low: float = 0.0) -> torch.Tensor:
+    """``n`` random boxes (x1, y1, x2, y2) with corners in [low, low + size] and sides up to size / 2."""
+    xy = low + torch.rand(n, 2, generator=g, dtype=dtype) * size
+    return torch.cat([xy, xy + torch.rand(n, 2, generator=g, dtype=dtype) * size / 2], dim=1)
+
+
+def _degenerate_boxes(dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    return torch.tensor([[5.0, 5.0, 5.0, 5.0],        # a point
+                         [5.0, 5.0, 5.0, 12.0],       # zero width
+                         [0.0, 0.0, 10.0, 10.0],
+                         [0.0, 0.0, 10.0, 10.0],      # identical to the previous one
+                         [10.0, 0.0, 20.0, 10.0],     # touching it
+                         [-8.0, -3.0, 4.0, 6.0]], dtype=dtype)   # partly at negative coordinates
+
+
+def _box_iou_cases(g: torch.Generator) -> list[Call]:
+    d = _degenerate_boxes()
+    integer = torch.tensor([[0.0, 0.0, 4.0, 4.0], [2.0, 2.0, 6.0, 8.0], [1.0, 0.0, 3.0, 5.0]])
+    return [Call(_boxes(g, 8), _boxes(g, 6), label="8 x 6 random float64 boxes"),
+            Call(d, d, label="degenerate boxes (zero area, identical, touching) against themselves"),
+            Call(_boxes(g, 5, low=-20.0), d, label="boxes at negative coordinates against degenerate ones"),
+            Call(integer, integer.flip(0), label="float32 integer boxes (exact arithmetic)"),
+            Call(torch.zeros(0, 4, dtype=torch.float64), _boxes(g, 3), label="no boxes on one side")]
+
+
+def _box_iou_fresh(g: torch.Generator) -> list[Call]:
+    n, m = (int(v) for v in torch.randint(1, 30, (2,), generator=g))
+    both = _boxes(g, n)
+    return [Call(both, torch.cat([_boxes(g, m), both[:2]]), label=f"{n} x {m + 2} random boxes, two shared")]
+
+
+def _coder_pairs(g: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    proposals = _boxes(g, n) + torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+    gt = proposals + torch.randn(n, 4, generator=g, dtype=torch.float64) * 4
+    gt[:, 2:] = torch.maximum(gt[:, 2:], gt[:, :2] + 0.5)
+    return gt, proposals
+
+
+def _encode_cases(g: torch.Generator) -> list[Call]:
+    gt, proposals = _coder_pairs(g, 10)
+    zero = torch.tensor([[3.0, 3.0, 3.0, 9.0]], dtype=torch.float64)
+    integer_gt = torch.tensor([[0.0, 0.0, 8.0, 4.0], [2.0, 2.0, 6.0, 6.0]])
+    integer_proposals = torch.tensor([[0.0, 0.0, 8.0, 4.0], [0.0, 0.0, 8.0, 8.0]])
+    return [Call(gt, proposals, label="10 matched random boxes, default weights"),
+            Call(gt, proposals, weights=(1.0, 2.0, 3.0, 4.0), label="weights (1, 2, 3, 4)"),
+            Call(torch.cat([gt[:2], zero]), torch.cat([proposals[:2], proposals[:1]]),
+                 label="a zero-width ground truth (dw = -inf)"),
+            Call(integer_gt, integer_proposals, weights=(1.0, 1.0, 1.0, 1.0), label="float32 boxes, unit weights")]
+
+
+def _encode_fresh(g: torch.Generator) -> list[Call]:
+    n = int(torch.randint(1, 40, (1,), generator=g))
+    gt, proposals = _coder_pairs(g, n)
+    return [Call(gt, proposals, label=f"{n} random pairs"),
+            Call(gt, proposals, weights=(1.0, 1.0, 1.0, 1.0), label=f"{n} random pairs, the RPN's unit weights")]
+
+
+def _decode_cases(g: torch.Generator) -> list[Call]:
+    _, proposals = _coder_pairs(g, 10)
+    deltas = torch.randn(10, 4, generator=g, dtype=torch.float64)
+    wild = deltas.clone()
+    wild[:3, 2:] = torch.tensor([[30.0, 2.0], [1.0, 40.0], [25.0, 25.0]], dtype=torch.float64)
+    integer = torch.tensor([[0.0, 0.0, 8.0, 4.0], [2.0, 2.0, 6.0, 10.0]])
+    return [Call(deltas, proposals, label="10 random deltas and proposals, default weights"),
+            Call(deltas * 3, proposals, weights=(1.0, 2.0, 3.0, 4.0), label="weights (1, 2, 3, 4)"),
+            Call(wild, proposals, label="huge dw and dh (must be clamped at log(1000 / 16))"),
+            Call(torch.zeros(2, 4), integer, label="float32 zero deltas on integer boxes")]
+
+
+def _decode_fresh(g: torch.Generator) -> list[Call]:
+    n = int(torch.randint(1, 40, (1,), generator=g))
+    _, proposals = _coder_pairs(g, n)
+    return [Call(torch.randn(n, 4, generator=g, dtype=torch.float64) * 2, proposals, label=f"{n} random deltas"),
+            Call(torch.randn(n, 4, generator=g, dtype=torch.float64), proposals, weights=(1.0, 1.0, 1.0, 1.0),
+                 label=f"{n} random deltas, unit weights")]
+
+
+def _nms_cases(g: torch.Generator) -> list[Call]:
+    at_threshold = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 5.0], [0.0, 5.0, 10.0, 10.0],
+                                 [20.0, 20.0, 30.0, 30.0], [21.0, 20.0, 31.0, 30.0]], dtype=torch.float64)
+    boxes = _boxes(g, 60, size=40)
+    scores = torch.rand(60, generator=g, dtype=torch.float64)
+    empty = torch.tensor([[4.0, 4.0, 4.0, 4.0], [4.0, 4.0, 4.0, 4.0], [0.0, 0.0, 8.0, 8.0]], dtype=torch.float64)
+    return [Call(at_threshold, torch.tensor([0.9, 0.8, 0.7, 0.6, 0.95], dtype=torch.float64), 0.5,
+                 label="IoUs of exactly 0.5 at iou_threshold=0.5 (they are kept)"),
+            Call(boxes, scores, 0.5, label="60 random boxes, threshold 0.5"),
+            Call(boxes, scores, 0.2, label="60 random boxes, threshold 0.2"),
+            Call(boxes.float(), scores.float(), 0.7, label="60 random float32 boxes, threshold 0.7"),
+            Call(empty, torch.tensor([0.9, 0.8, 0.7], dtype=torch.float64), 0.5,
+                 label="two identical zero-area boxes (IoU 0 / 0 = NaN suppresses nothing)"),
+            Call(torch.zeros(0, 4, dtype=torch.float64), torch.zeros(0, dtype=torch.float64), 0.5, label="no boxes")]
+
+
+def _nms_fresh(g: torch.Generator) -> list[Call]:
+    n = int(torch.randint(5, 200, (1,), generator=g))
+    threshold = float(torch.empty(1).uniform_(0.2, 0.8, generator=g))
+    return [Call(_boxes(g, n, size=60), torch.rand(n, generator=g, dtype=torch.float64), threshold,
+                 label=f"{n} random boxes, threshold {threshold:.2f}")]
+
+
+def _nms_with_tied_scores(student, ref, g: torch.Generator) -> None:  # noqa: ANN001 - the spec's check signature
+    """With tied scores any tie order is right: check that the result is a greedy NMS for some order."""
+    n = 80
+    boxes = _boxes(g, n, size=40)
+    scores = torch.randint(0, 4, (n,), generator=g).to(torch.float64) / 4
+    threshold = 0.4
+    keep = student(boxes, scores, threshold)
+    if not isinstance(keep, torch.Tensor) or keep.dtype != torch.int64 or keep.dim() != 1:
+        raise Failure("nms on tied scores: return a 1-D int64 tensor of indices.")
+    kept = keep.tolist()
+    context = "nms on 80 boxes with scores in {0, 0.25, 0.5, 0.75} (ties), threshold 0.4"
+    if len(set(kept)) != len(kept) or any(not 0 <= k < n for k in kept):
+        raise Failure(f"{context}: the indices must be distinct and in [0, {n}).")
+    if any(scores[a] < scores[b] for a, b in zip(kept, kept[1:])):
+        raise Failure(f"{context}: the kept boxes are not sorted by decreasing score.")
+    iou = torchvision.ops.box_iou(boxes, boxes)
+    kept_t = torch.tensor(kept, dtype=torch.int64)
+    if len(kept) > 1 and bool((iou[kept_t][:, kept_t].triu(1) > threshold).any()):
+        raise Failure(f"{context}: two kept boxes overlap with IoU > threshold.")
+    for j in set(range(n)) - set(kept):
+        # a dropped box must overlap (IoU > t) a kept box with a score at least its own
+        if not any(iou[k, j] > threshold and scores[k] >= scores[j] for k in kept):
+            raise Failure(f"{context}: box {j} was dropped, but no kept box with a score >= its own overlaps it "
+                          "by more than the threshold.")
+
+
+def _features(g: torch.Generator, n: int = 2, c: int = 3, h: int = 10, w: int = 12,
+              dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    return torch.randn(n, c, h, w, generator=g, dtype=dtype)
+
+
+def _rois(g: torch.Generator, k: int, batch: int, size: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    boxes = _boxes(g, k, size=size, dtype=dtype, low=-size / 8)
+    index = torch.randint(0, batch, (k, 1), generator=g).to(dtype)
+    return torch.cat([index, boxes], dim=1)
+
+
+def _roi_align_cases(g: torch.Generator) -> list[Call]:
+    features = _features(g)
+    rois = _rois(g, 12, 2, 24.0)
+    rois[0] = torch.tensor([1.0, 3.0, 2.0, 17.0, 7.0])             # wide, image 1
+    rois[1] = torch.tensor([0.0, 5.0, 5.0, 5.0, 5.0])              # zero size
+    rois[2] = torch.tensor([1.0, -6.0, -4.0, 4.0, 30.0])           # partly outside
+    rois[3] = torch.tensor([0.0, 40.0, 40.0, 50.0, 60.0])          # wholly outside
+    return [Call(features, rois, (3, 4), 1.0, 2, True, label="2 images, 12 RoIs, (3, 4) bins, sampling 2, aligned"),
+            Call(features, rois, 2, 0.5, 1, False, label="spatial_scale 0.5, sampling 1, aligned=False"),
+            Call(features, rois, (4, 3), 0.5, 3, True, label="spatial_scale 0.5, sampling 3, aligned"),
+            Call(features, rois, (3, 3), 0.25, -1, False, label="adaptive sampling (-1), aligned=False"),
+            Call(features, rois, (2, 5), 1.0, -1, True, label="adaptive sampling (-1), aligned"),
+            Call(features.float(), rois.float(), 3, 0.5, 2, True, label="float32 features and RoIs"),
+            Call(features, rois[:0], 3, 1.0, 2, True, label="no RoIs")]
+
+
+def _roi_align_fresh(g: torch.Generator) -> list[Call]:
+    n, c = int(torch.randint(1, 4, (1,), generator=g)), int(torch.randint(1, 5, (1,), generator=g))
+    h, w = (int(v) for v in torch.randint(5, 20, (2,), generator=g))
+    k = int(torch.randint(1, 20, (1,), generator=g))
+    scale = [1.0, 0.5, 0.25][int(torch.randint(0, 3, (1,), generator=g))]
+    features, rois = _features(g, n, c, h, w), _rois(g, k, n, max(h, w) / scale)
+    aligned = bool(torch.randint(0, 2, (1,), generator=g))
+    return [Call(features, rois, (3, 2), scale, 2, aligned, label=f"{k} random RoIs on {n} images, aligned={aligned}"),
+            Call(features, rois, 4, scale, -1, not aligned, label=f"{k} random RoIs, adaptive sampling")]
+
+
+def _mask_inputs(g: torch.Generator, num_gt: int, k: int, h: int = 40, w: int = 50) -> tuple:
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    centers = torch.rand(num_gt, 2, generator=g, dtype=torch.float64) * torch.tensor([w, h], dtype=torch.float64)
+    radii = 4 + torch.rand(num_gt, generator=g, dtype=torch.float64) * 10
+    masks = ((xx - centers[:, 0, None, None]) ** 2 + (yy - centers[:, 1, None, None]) ** 2
+             <= radii[:, None, None] ** 2).to(torch.uint8)
+    boxes = _boxes(g, k, size=max(h, w), low=-4.0) + torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+    matched = torch.randint(0, num_gt, (k,), generator=g)
+    return masks, boxes, matched
+
+
+def _project_cases(g: torch.Generator) -> list[Call]:
+    masks, boxes, matched = _mask_inputs(g, 4, 10)
+    boxes[0] = torch.tensor([3.0, 4.0, 3.5, 4.5])                    # smaller than a pixel
+    return [Call(masks, boxes, matched, 28, label="4 masks, 10 proposals, M=28"),
+            Call(masks, boxes, matched, M=7, label="M=7"),
+            Call(masks, boxes.float(), matched, 14, label="float32 proposals, M=14"),
+            Call(masks, boxes[:0], matched[:0], 28, label="no proposals")]
+
+
+def _project_fresh(g: torch.Generator) -> list[Call]:
+    num_gt, k = int(torch.randint(1, 6, (1,), generator=g)), int(torch.randint(1, 15, (1,), generator=g))
+    masks, boxes, matched = _mask_inputs(g, num_gt, k)
+    return [Call(masks, boxes, matched, 28, label=f"{num_gt} masks, {k} random proposals")]
+
+
+def _loss_inputs(g: torch.Generator, per_image: list[tuple[int, int]], classes: int = 4, m: int = 14) -> Call:
+    proposals, gt_masks, gt_labels, matched = [], [], [], []
+    for num_gt, k in per_image:
+        masks, boxes, idx = _mask_inputs(g, max(num_gt, 1), k, 30, 36)
+        proposals.append(boxes)
+        gt_masks.append(masks)
+        gt_labels.append(torch.randint(1, classes, (max(num_gt, 1),), generator=g))
+        matched.append(idx)
+    total = sum(k for _, k in per_image)
+    logits = torch.randn(total, classes, m, m, generator=g, dtype=torch.float64) * 3
+    return Call(logits, proposals, gt_masks, gt_labels, matched,
+                label=f"{len(per_image)} images with {[k for _, k in per_image]} positive RoIs, {classes} classes")
+
+
+def _loss_cases(g: torch.Generator) -> list[Call]:
+    return [_loss_inputs(g, [(3, 5), (2, 4)]), _loss_inputs(g, [(1, 3)], classes=2, m=28),
+            _loss_inputs(g, [(2, 0), (3, 6)], classes=5, m=7), _loss_inputs(g, [(2, 0)], classes=3)]
+
+
+def _loss_fresh(g: torch.Generator) -> list[Call]:
+    images = int(torch.randint(1, 4, (1,), generator=g))
+    per_image = [(int(torch.randint(1, 5, (1,), generator=g)), int(torch.randint(1, 8, (1,), generator=g)))
+                 for _ in range(images)]
+    return [_loss_inputs(g, per_image, classes=int(torch.randint(2, 8, (1,), generator=g)))]
+
+
+def _paste_cases(g: torch.Generator) -> list[Call]:
+    masks = torch.rand(8, 28, 28, generator=g, dtype=torch.float64)
+    boxes = _boxes(g, 8, size=60, low=-5.0)
+    boxes[0] = torch.tensor([-12.3, -7.9, 20.2, 15.6])            # partly outside, top left
+    boxes[1] = torch.tensor([50.5, 30.2, 75.0, 60.0])             # partly outside, bottom right
+    boxes[2] = torch.tensor([10.0, 10.0, 10.0, 10.0])             # zero size
+    boxes[3] = torch.tensor([4.2, 30.7, 5.1, 31.0])               # smaller than a pixel
+    small = torch.rand(3, 7, 7, generator=g, dtype=torch.float64)
+    return [Call(masks, boxes, (48, 64), label="8 masks 28 x 28 in a 48 x 64 image, boxes partly outside, zero size"),
+            Call(small, boxes[4:7], (40, 30), label="7 x 7 masks"),
+            Call(masks[:3].float(), boxes[:3].float(), (48, 64), label="float32 masks and boxes"),
+            Call(masks[:0], boxes[:0], (10, 12), label="no masks")]
+
+
+def _paste_fresh(g: torch.Generator) -> list[Call]:
+    k = int(torch.randint(1, 10, (1,), generator=g))
+    h, w = (int(v) for v in torch.randint(20, 90, (2,), generator=g))
+    boxes = _boxes(g, k, size=min(h, w), low=-3.0)
+    return [Call(torch.rand(k, 28, 28, generator=g, dtype=torch.float64), boxes, (h, w),
+                 label=f"{k} random masks in a {h} x {w} image")]
+
+
+def _blobs(g: torch.Generator, n: int, h: int, w: int) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    centers = torch.rand(n, 2, generator=g) * torch.tensor([w, h])
+    radii = 2 + torch.rand(n, generator=g) * 7
+    return (xx[None] - centers[:, 0, None, None]) ** 2 + (yy[None] - centers[:, 1, None, None]) ** 2 \
+        <= radii[:, None, None] ** 2
+
+
+def _detection_problem(g: torch.Generator, images: int, tied: bool, classes: int = 3, h: int = 24,
+                       w: int = 32) -> tuple[list[dict], list[dict]]:
+    """Random ground truths, and detections that copy (with 1-pixel shifts), duplicate or miss them."""
+    predictions, targets = [], []
+    for _ in range(images):
+        num_gt = int(torch.randint(0, 6, (1,), generator=g))
+        gt_masks = _blobs(g, num_gt, h, w)
+        gt_labels = torch.randint(1, classes + 1, (num_gt,), generator=g)
+        num_det = int(torch.randint(0, 10, (1,), generator=g))
+        det_masks = _blobs(g, num_det, h, w)
+        det_labels = torch.randint(1, classes + 1, (num_det,), generator=g)
+        if num_gt:
+            source = torch.randint(0, num_gt, (num_det,), generator=g)
+            copy = torch.rand(num_det, generator=g) < 0.7
+            det_masks[copy] = gt_masks[source[copy]]
+            det_labels[copy] = gt_labels[source[copy]]
+            shifts = torch.randint(-1, 2, (num_det,), generator=g).tolist()
+            det_masks = torch.stack([m.roll(s, dims=1) for m, s in zip(det_masks, shifts)]) if num_det else det_masks
+        scores = torch.randint(1, 5, (num_det,), generator=g).double() / 4 if tied else \
+            torch.rand(num_det, generator=g, dtype=torch.float64)
+        predictions.append({"masks": det_masks, "scores": scores, "labels": det_labels})
+        targets.append({"masks": gt_masks.to(torch.uint8), "labels": gt_labels})
+    return predictions, targets
+
+
+def _ap_cases(g: torch.Generator) -> list[Call]:
+    gt = torch.zeros(2, 10, 10, dtype=torch.uint8)
+    gt[0, 0:4, 0:4] = 1
+    gt[1, 5:9, 5:9] = 1
+    shifted = torch.zeros(10, 10, dtype=torch.uint8)
+    shifted[5:9, 6:10] = 1
+    handmade = ([{"masks": torch.stack([gt[0], gt[0], shifted, gt[1]]), "scores": torch.tensor([0.9, 0.8, 0.7, 0.1]),
+                  "labels": torch.tensor([1, 1, 1, 2])}],
+                [{"masks": gt, "labels": torch.tensor([1, 1])}])
+    cases = [Call(*handmade, label="one image: a perfect mask, its duplicate, a 1-pixel shift, a wrong class")]
+    for images, tied in [(4, False), (5, True), (3, False)]:
+        cases.append(Call(*_detection_problem(g, images, tied),
+                          label=f"{images} images of random masks{' with tied scores' if tied else ''}"))
+    many = _detection_problem(g, 2, False)
+    cases.append(Call(*many, max_detections=2, label="max_detections=2"))
+    return cases
+
+
+def _ap_fresh(g: torch.Generator) -> list[Call]:
+    images = int(torch.randint(1, 8, (1,), generator=g))
+    return [Call(*_detection_problem(g, images, False), label=f"{images} images of random masks"),
+            Call(*_detection_problem(g, images, True), label=f"{images} images, tied scores")]
+
+
+SPECS = (
+    GradedFunction(
+        name="box_iou",
+        cases=_box_iou_cases,
+        fresh=_box_iou_fresh,
+        rtol=1e-6, atol=1e-12,
+        tolerance="float64 boxes: any correct formula agrees to ~1e-15; the +1 convention differs by > 1e-2",
+        wrong_answers=(
+            WrongAnswer("+1 convention",
+                        _mutated("box_iou",
+                                 ("boxes1[:, 2] - boxes1[:, 0])", "boxes1[:, 2] - boxes1[:, 0] + 1)"),
+                                                  ("boxes1[:, 3] - boxes1[:, 1])", "boxes1[:, 3] - boxes1[:, 1] + 1)"),
+                                                  ("boxes2[:, 2] - boxes2[:, 0])", "boxes2[:, 2] - boxes2[:, 0] + 1)"),
+                                                  ("boxes2[:, 3] - boxes2[:, 1])", "boxes2[:, 3] - boxes2[:, 1] + 1)"),
+                                                  ("(bottom_right - top_left)", "(bottom_right - top_left + 1)")),
+                        "the +1 area convention (a box is x2 - x1 wide here, not x2 - x1 + 1)"),
+            WrongAnswer("no clamp", _mutated("box_iou", (".clamp(min=0)", "")),
+                        "an intersection whose width and height are not clamped at 0 (disjoint boxes)"),
+            WrongAnswer("union as sum", _mutated("box_iou", ("area2[None, :] - intersection)", "area2[None, :])")),
+                        "a union of area1 + area2 without subtracting the intersection"),
+        ),
+    ),
+    GradedFunction(
+        name="encode_boxes",
+        cases=_encode_cases,
+        fresh=_encode_fresh,
+        rtol=1e-6, atol=1e-9,
+        tolerance="float64: correct formulas agree to ~1e-14; float32 case exact (dyadic sizes)",
+        wrong_answers=(
+            WrongAnswer("(y, x) swapped",
+                        _mutated("encode_boxes",
+                                 ("torch.stack([dx, dy, dw, dh]", "torch.stack([dy, dx, dh, dw]")),
+                        "boxes read as (y1, x1, y2, x2): x and y swapped"),
+            WrongAnswer("weights ignored",
+                        _mutated("encode_boxes",
+                                 ("wx, wy, ww, wh = weights", "wx, wy, ww, wh = 1.0, 1.0, 1.0, 1.0")),
+                        "ignoring the weights (wx, wy, ww, wh)"),
+            WrongAnswer("gt size",
+                        _mutated("encode_boxes",
+                                 ("(gt_x - proposal_x) / proposal_w", "(gt_x - proposal_x) / gt_w"),
+                                 ("(gt_y - proposal_y) / proposal_h", "(gt_y - proposal_y) / gt_h")),
+                        "dividing the center offset by the ground truth's size instead of the proposal's"),
+        ),
+    ),
+    GradedFunction(
+        name="decode_boxes",
+        cases=_decode_cases,
+        fresh=_decode_fresh,
+        rtol=1e-6, atol=1e-9,
+        tolerance="float64: correct formulas agree to ~1e-13; float32 case exact (zero deltas, integer boxes)",
+        wrong_answers=(
+            WrongAnswer("(y, x) swapped", _mutated("decode_boxes", ("dx = deltas[:, 0] / wx", "dx = deltas[:, 1] / wx"),
+                                                   ("dy = deltas[:, 1] / wy", "dy = deltas[:, 0] / wy"),
+                                                   ("torch.clamp(deltas[:, 2] / ww", "torch.clamp(deltas[:, 3] / ww"),
+                                                   ("torch.clamp(deltas[:, 3] / wh", "torch.clamp(deltas[:, 2] / wh")),
+                        "deltas read as (dy, dx, dh, dw): x and y swapped"),
+            WrongAnswer("no clamp", _mutated("decode_boxes", ("max=math.log(1000.0 / 16)", "max=math.inf")),
+                        "dw and dh not clamped at log(1000 / 16) before exp"),
+            WrongAnswer("weights multiplied", _mutated("decode_boxes", ("deltas[:, 0] / wx", "deltas[:, 0] * wx"),
+                                                       ("deltas[:, 1] / wy", "deltas[:, 1] * wy"),
+                                                       ("deltas[:, 2] / ww", "deltas[:, 2] * ww"),
+                                                       ("deltas[:, 3] / wh", "deltas[:, 3] * wh")),
+                        "multiplying the deltas by the weights instead of dividing"),
+        ),
+    ),
+    GradedFunction(
+        name="nms",
+        cases=_nms_cases,
+        fresh=_nms_fresh,
+        rtol=0.0, atol=0.0,
+        tolerance="indices: exact (the cases have no tied scores; ties are checked separately)",
+        wrong_answers=(
+            WrongAnswer("IoU >=", _mutated("nms", ("~(iou > iou_threshold)", "iou < iou_threshold")),
+                        "dropping boxes whose IoU equals the threshold (the rule is IoU > threshold, not >=)"),
+            WrongAnswer("one pass", "order = torch.sort(scores, descending=True, stable=True).indices\n"
+                                    "iou = box_iou(boxes[order], boxes[order])\n"
+                                    "return order[~(iou > iou_threshold).triu(1).any(dim=0)]",
+                        "letting boxes that were themselves suppressed suppress others (one pass over all pairs)"),
+            WrongAnswer("ascending", _mutated("nms", ("descending=True", "descending=False")),
+                        "processing boxes by increasing instead of decreasing score"),
+        ),
+        checks=(_nms_with_tied_scores,),
+    ),
+    GradedFunction(
+        name="roi_align",
+        cases=_roi_align_cases,
+        fresh=_roi_align_fresh,
+        rtol=1e-6, atol=1e-6,
+        tolerance="float64 agrees to ~1e-15; the float32 case's sums of 4 products stay within 1e-6 of the "
+                  "reference; a wrong offset or index moves values by > 1e-2",
+        wrong_answers=(
+            WrongAnswer("batch index",
+                        _mutated("roi_align",
+                                 ("batch = rois[:, 0].long()", "batch = torch.zeros_like(rois[:, 0]).long()")),
+                        "a forgotten batch index (every RoI read from image 0; use rois[:, 0])"),
+            WrongAnswer("no offset", _mutated("roi_align", ("offset = 0.5 if aligned else 0.0", "offset = 0.0")),
+                        "no half-pixel offset with aligned=True (subtract 0.5 from the scaled box)"),
+            WrongAnswer("offset sign",
+                        _mutated("roi_align",
+                                 ("offset = 0.5 if aligned else 0.0", "offset = -0.5 if aligned else 0.0")),
+                        "adding half a pixel instead of subtracting it with aligned=True"),
+            WrongAnswer("offset always", _mutated("roi_align", ("offset = 0.5 if aligned else 0.0", "offset = 0.5")),
+                        "the half-pixel offset applied with aligned=False too"),
+            WrongAnswer("(y, x) swapped",
+                        _mutated("roi_align",
+                                 ("x1 = rois[:, 1]", "x1 = rois[:, 2]"), ("y1 = rois[:, 2]", "y1 = rois[:, 1]"),
+                                 ("roi_w = rois[:, 3] * spatial_scale", "roi_w = rois[:, 4] * spatial_scale"),
+                                 ("roi_h = rois[:, 4] * spatial_scale", "roi_h = rois[:, 3] * spatial_scale")),
+                        "boxes read as (y1, x1, y2, x2): x and y swapped"),
+            WrongAnswer("no minimum size", _mutated("roi_align", ("roi_w = roi_w.clamp(min=1.0)", "pass"),
+                                                    ("roi_h = roi_h.clamp(min=1.0)", "pass")),
+                        "RoIs smaller than 1 x 1 feature pixel with aligned=False (clamp the size at 1)"),
+        ),
+    ),
+    GradedFunction(
+        name="project_masks_on_boxes",
+        cases=_project_cases,
+        fresh=_project_fresh,
+        rtol=1e-6, atol=1e-6,
+        tolerance="float64 agrees to ~1e-15; float32 bilinear sums of values in [0, 1] within 1e-6",
+        wrong_answers=(
+            WrongAnswer("aligned", _mutated("project_masks_on_boxes", ("aligned=False", "aligned=True")),
+                        "aligned=True (half-pixel offset); torchvision's mask targets use aligned=False"),
+            WrongAnswer("fixed sampling", _mutated("project_masks_on_boxes", ("sampling_ratio=-1", "sampling_ratio=2")),
+                        "a fixed sampling_ratio instead of adaptive sampling (sampling_ratio=-1)"),
+            WrongAnswer("matched ignored",
+                        _mutated("project_masks_on_boxes",
+                                 ("matched_idxs[:, None].to(boxes.dtype)", "torch.zeros_like(boxes[:, :1])")),
+                        "ignoring matched_idxs (every proposal read the first mask; it is the RoIs' batch index)"),
+        ),
+    ),
+    GradedFunction(
+        name="maskrcnn_loss",
+        cases=_loss_cases,
+        fresh=_loss_fresh,
+        rtol=1e-6, atol=1e-9,
+        tolerance="float64 logits: the BCE mean agrees to ~1e-15",
+        wrong_answers=(
+            WrongAnswer("all channels", _mutated("maskrcnn_loss", (
+                "logits = mask_logits[torch.arange(labels.shape[0], device=labels.device), labels]   # (K, M, M)\n"
+                "return F.binary_cross_entropy_with_logits(logits, targets)",
+                "return F.binary_cross_entropy_with_logits(mask_logits, targets[:, None].expand_as(mask_logits))")),
+                        "the loss over all class channels (use only the ground-truth class's channel)"),
+            WrongAnswer("sum",
+                        _mutated("maskrcnn_loss", ("(logits, targets)", "(logits, targets, reduction=\"sum\")")),
+                        "a sum instead of a mean over RoIs and pixels"),
+            WrongAnswer("unmatched labels",
+                        _mutated("maskrcnn_loss",
+                                 ("labels_i[idxs]", "labels_i[torch.zeros_like(idxs)]")),
+                        "the class of the first ground truth for every RoI (index gt_labels by matched_idxs)"),
+        ),
+    ),
+    GradedFunction(
+        name="paste_masks_in_image",
+        cases=_paste_cases,
+        fresh=_paste_fresh,
+        rtol=1e-6, atol=1e-5,
+        tolerance="float64 agrees to ~1e-14; float32 separable products of values in [0, 1] within 1e-5 of "
+                  "F.interpolate's (measured 2.5e-6); a missing pixel or padding changes values by > 0.1",
+        wrong_answers=(
+            WrongAnswer("no padding",
+                        _mutated("paste_masks_in_image",
+                                 ("padded = F.pad(masks, (1, 1, 1, 1))", "padded = masks"),
+                                 ("P = M + 2", "P = M")),
+                        "no one-pixel padding (and no widening of the box by (M + 2) / M)"),
+            WrongAnswer("no +1",
+                        _mutated("paste_masks_in_image",
+                                 ("length = (last - first + 1)", "length = (last - first)"),
+                                 ("(pixel[None, :] <= last[:, None])", "(pixel[None, :] < last[:, None])")),
+                        "x2 and y2 excluded (the integer box spans x1..x2 inclusive, x2 - x1 + 1 pixels)"),
+            WrongAnswer("(y, x) swapped",
+                        _mutated("paste_masks_in_image",
+                                 ("interpolation_matrix(box[:, 1], box[:, 3], H)",
+                                  "interpolation_matrix(box[:, 0], box[:, 2], H)"),
+                                 ("interpolation_matrix(box[:, 0], box[:, 2], W)",
+                                  "interpolation_matrix(box[:, 1], box[:, 3], W)")),
+                        "boxes read as (y1, x1, y2, x2): x and y swapped"),
+        ),
+    ),
+    GradedFunction(
+        name="mask_average_precision",
+        cases=_ap_cases,
+        fresh=_ap_fresh,
+        rtol=1e-9, atol=1e-12,
+        tolerance="float64 means of the same 101-point precisions: agreement to ~1e-15",
+        wrong_answers=(
+            WrongAnswer("all-point", _mutated("mask_average_precision", (
+                "precisions.append(torch.where(index < n, sampled, 0.0))",
+                "steps = torch.diff(recall, dim=1, prepend=torch.zeros(T, 1, dtype=recall.dtype))\n"
+                "    area = (steps * precision).sum(dim=1, keepdim=True)\n"
+                "    precisions.append(area.expand(T, len(COCO_RECALL_THRESHOLDS)))")),
+                        "AP without COCO's 101-point interpolation (the area under the curve at every detection)"),
+            WrongAnswer("no envelope", _mutated("mask_average_precision", (
+                "precision = precision.flip(1).cummax(dim=1).values.flip(1)", "pass")),
+                        "no precision envelope (each precision must be the largest at the same or a higher recall)"),
+            WrongAnswer("reused gt", _mutated("mask_average_precision", ("taken[hit, best[hit]] = True", "pass")),
+                        "a ground truth matched by more than one detection (mark it taken)"),
+        ),
+    ),
+)
