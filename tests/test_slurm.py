@@ -325,16 +325,17 @@ def test_a_cancelled_shard_resumes_without_regrading_its_finished_students(slurm
     assert [p for p in early.problems if f"shard {index}/3 ({shard_out}) did not finish" in p
             and all(f"{s} (example)" in p for s in unfinished)], early.problems
 
-    job, merge_job, _ = slurm.submit(*args, str(clean_run["submissions"]), str(out))
+    job, _, _ = slurm.submit(*args, "--no-merge", str(clean_run["submissions"]), str(out))
     slurm.wait(job)
-    slurm.wait(merge_job)
-    assert slurm.states(merge_job) == {str(merge_job): ("COMPLETED", "0:0")}, slurm.diagnostics()
+    assert slurm.states(job) == {f"{job}_{index}": ("COMPLETED", "0:0")}, slurm.diagnostics()
     log = (out / "logs" / f"dlcv-grade-{job}_{index}.out").read_text()
     regraded = int(re.search(r"graded (\d+) submissions", log).group(1))
     kept = int(re.search(r"\((\d+) kept from an earlier run", log).group(1))
     assert (regraded, kept) == (len(unfinished), len(finished)), log
     for student, stamp in finished.items():  # the finished students' results were not touched
         assert json.loads((stamps / f"{student}.input").read_text())["graded_at"] == stamp["graded_at"]
+    report = merge([out / f"shard_{i}" for i in range(3)], out / "merged")  # the merge job is tested above
+    assert report.written and report.problems == []
     assert (out / "merged" / "grades.csv").read_text() == (clean_run["single"] / "grades.csv").read_text()
     assert (out / "merged" / "tests.csv").read_text() == (clean_run["single"] / "tests.csv").read_text()
     print(f"\nresume: shard {index}/3 cancelled after {len(finished)} of {len(students)} students; "

@@ -79,12 +79,12 @@ def shard_from_environment(shard: str | None = None, shard_count: int | None = N
 
     1. ``shard`` (the ``--shard I/N`` option);
     2. ``SLURM_ARRAY_TASK_ID`` as the index, with ``shard_count`` as the count if given, else
-       ``SLURM_ARRAY_TASK_COUNT`` (the array must then be contiguous: the index is
-       ``SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN``);
+       ``SLURM_ARRAY_TASK_COUNT`` (the array must then be ``0-(N-1)``);
     3. ``JOB_COMPLETION_INDEX`` (a Kubernetes Indexed Job) with ``shard_count``.
 
-    A resubmitted single task (``sbatch --array=2``) has ``SLURM_ARRAY_TASK_COUNT=1``, so the
-    kit's sbatch script always passes ``--shard-count``.
+    A resubmitted single task (``sbatch --array=2``) has ``SLURM_ARRAY_TASK_COUNT=1``: without
+    ``--shard-count`` that is refused rather than read as "everything" (shard 0/1). The kit's
+    sbatch script always passes ``--shard-count``.
 
     Raises:
         ValueError: contradictory or incomplete settings (``--shard-count`` without an index,
@@ -104,11 +104,10 @@ def shard_from_environment(shard: str | None = None, shard_count: int | None = N
                                                   "SLURM_ARRAY_TASK_MAX"))
         if count is None:
             raise ValueError("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not; pass --shard-count N")
-        low_i = int(low or 0)
-        if high is not None and int(high) - low_i + 1 != int(count):
-            raise ValueError(f"the Slurm array {low}-{high} has {count} tasks, not one per index (a resubmitted "
-                             f"task?); pass --shard-count N")
-        return _shard(str(int(task) - low_i), int(count), "SLURM_ARRAY_TASK_ID")
+        if int(low or 0) != 0 or (high is not None and int(high) != int(count) - 1):
+            raise ValueError(f"the Slurm array is {low}-{high} ({count} tasks), not 0-{int(count) - 1}: the task ids "
+                             f"do not number the shards (a resubmitted task?); pass --shard-count N")
+        return _shard(task, int(count), "SLURM_ARRAY_TASK_ID")
     completion = env.get("JOB_COMPLETION_INDEX")
     if completion is not None and completion.strip() and shard_count is not None:
         return _shard(completion, shard_count, "JOB_COMPLETION_INDEX")
