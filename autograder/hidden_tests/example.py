@@ -29,6 +29,7 @@ def _softmax_fresh(g: torch.Generator) -> list[Call]:
         calls.append(Call(torch.randn(n, c, generator=g, dtype=dtype) * scale, label=f"random {dtype} scores"))
     calls.append(Call(torch.tensor([[1000.0, 1001.0, 999.0], [-1000.0, -1000.0, -2000.0]]),
                       label="scores near +-1000 (exp overflows unless you subtract the row maximum)"))
+    calls.append(Call(torch.tensor([[1.0, 2.0, 3.0], [1000.0, 1000.0, 0.0]]), label="the visible check's scores"))
     return calls
 
 
@@ -46,6 +47,8 @@ def _top_k_fresh(g: torch.Generator) -> list[Call]:
         n = int(torch.randint(10, 60, (1,), generator=g))
         calls.append(Call(torch.randn(n, 10, generator=g), torch.randint(0, 10, (n,), generator=g), k=k,
                           label=f"{n} random samples, k={k}"))
+    visible = torch.tensor([[0.1, 0.7, 0.2], [0.9, 0.05, 0.05]]), torch.tensor([2, 0])
+    calls += [Call(*visible, k=k, label=f"the visible check's scores, k={k}") for k in (1, 2)]
     return calls
 
 
