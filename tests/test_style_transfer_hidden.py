@@ -1,8 +1,11 @@
-"""The hidden tests of ``style_transfer``: the reference and correct alternatives pass, and each
-common wrong answer is rejected, with the hint that names it.
+"""The hidden tests of ``style_transfer``, run by the judge in-process: the reference and correct
+alternatives pass, and each common wrong answer is rejected, with the hint that names it.
 
-Wrong answers are plain functions in this module (so that ``inspect.getsource`` sees their
-loops, as it does for notebook cells).
+Every function goes through :func:`~autograder.judging.judge.judge_in_process` (the TA path: the same
+specs and the same serialization of every call as while grading). Wrong answers are plain functions
+in this module (so that ``inspect.getsource`` sees their loops in the kernel, as it does for notebook
+cells); they are written independently of the spec's own wrong-answer bodies, which
+``tests/test_hidden_test_specs.py`` runs.
 """
 
 from __future__ import annotations
@@ -17,7 +20,18 @@ import torch.nn.functional as F
 
 from autograder import source_notebook
 from autograder.hidden_tests import style_transfer as grade
+from autograder.judging.judge import judge_in_process
 from autograder.judging.solutions import answer_cells, load_solutions
+
+ASSIGNMENT = "style_transfer"
+
+
+def judge(name: str, student: Callable) -> None:
+    """Judge ``student`` as the notebook's function ``name`` (the judge finds the spec by ``__name__``)."""
+    named = types.FunctionType(student.__code__, student.__globals__, name, student.__defaults__,
+                               student.__closure__)
+    named.__kwdefaults__ = student.__kwdefaults__
+    judge_in_process(ASSIGNMENT, named)
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +47,7 @@ def sol() -> types.SimpleNamespace:
 
 def test_reference_solutions_pass_every_hidden_test(sol) -> None:
     for name in ("content_loss", "gram_matrix", "style_loss", "tv_loss", "style_transfer"):
-        getattr(grade, name)(getattr(sol, name))
+        judge_in_process(ASSIGNMENT, getattr(sol, name))
 
 
 # ------------------------------------------------------------------------------------------
@@ -72,7 +86,7 @@ def alt_tv_loss(img, tv_weight):
 ])
 def test_a_correct_alternative_formulation_passes(name: str, fn: Callable) -> None:
     for _ in range(3):  # fresh inputs each time
-        getattr(grade, name)(fn)
+        judge(name, fn)
 
 
 def _student_namespace(**overrides: Callable) -> dict[str, object]:
@@ -85,12 +99,12 @@ def _student_namespace(**overrides: Callable) -> dict[str, object]:
     return namespace
 
 
-def test_the_loop_with_differently_rounded_losses_passes_repeatedly() -> None:
-    """A correct loop built on the alternative losses follows the reference within the float64 tolerance."""
+def test_the_loop_in_a_namespace_with_other_losses_passes_repeatedly() -> None:
+    """The stand-ins replace the student's losses, whatever they are, and fresh draws agree each time."""
     ns = _student_namespace(content_loss=alt_content_loss, gram_matrix=alt_gram_matrix_einsum,
                             style_loss=alt_style_loss, tv_loss=alt_tv_loss)
     for _ in range(3):
-        grade.style_transfer(ns["style_transfer"])
+        judge_in_process(ASSIGNMENT, ns["style_transfer"])
 
 
 # ------------------------------------------------------------------------------------------
@@ -276,7 +290,7 @@ WRONG_LOSSES = [
 @pytest.mark.parametrize("name, wrong, message", WRONG_LOSSES, ids=[w.__name__ for _, w, _ in WRONG_LOSSES])
 def test_hidden_test_rejects_a_common_wrong_loss_with_its_hint(name: str, wrong: Callable, message: str) -> None:
     with pytest.raises(AssertionError, match=message):
-        getattr(grade, name)(wrong)
+        judge(name, wrong)
 
 
 def test_hidden_tests_reject_the_release_stubs() -> None:
@@ -285,7 +299,7 @@ def test_hidden_tests_reject_the_release_stubs() -> None:
 
     for name in ("content_loss", "gram_matrix", "style_loss", "tv_loss", "style_transfer"):
         with pytest.raises(AssertionError, match="not implemented yet"):
-            getattr(grade, name)(stub)
+            judge(name, stub)
 
 
 # ------------------------------------------------------------------------------------------
@@ -293,70 +307,73 @@ def test_hidden_tests_reject_the_release_stubs() -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def _wrong_loop(variant: str) -> Callable:
-    """The notebook's loop with one mistake; it runs in the student namespace (reference losses)."""
-    ns = _student_namespace()
-    extract_features, image_to_tensor = ns["extract_features"], ns["image_to_tensor"]
-    content_loss, style_loss, tv_loss, gram_matrix = (ns[k] for k in ("content_loss", "style_loss", "tv_loss",
-                                                                      "gram_matrix"))
-
-    def style_transfer(content_image, style_image, image_size, style_size, content_layer, content_weight,
-                       style_layers, style_weights, tv_weight, init_random=False, num_iterations=200,
-                       initial_lr=3.0, decayed_lr=0.1, decay_lr_at=0.9, model=None, show_every=None):
-        cnn = model
-        param = next(cnn.parameters())
-        content_img = image_to_tensor(content_image, image_size).to(param.device, param.dtype)
-        style_img = image_to_tensor(style_image, style_size).to(param.device, param.dtype)
-        decay_step = int((0.9 if variant == "ignores_decay_lr_at" else decay_lr_at) * num_iterations)
-        decay_step += 1 if variant == "decay_one_late" else 0
-        with torch.no_grad():
-            content_target = extract_features(content_img, cnn)[content_layer]
-            style_feats = extract_features(style_img, cnn)
-            style_targets = [gram_matrix(style_feats[layer]) for layer in style_layers]
-        if init_random:
-            if variant == "noise_randn":
-                img = torch.randn(content_img.shape, dtype=content_img.dtype)
-            elif variant == "noise_float32":
-                img = torch.rand(content_img.shape)
-            else:
-                img = torch.rand(content_img.shape, dtype=content_img.dtype)
+#: The notebook's loop with one mistake selected by ``VARIANT``, as a student would write it in a cell: it
+#: is executed in a student namespace, so that the losses it calls are globals the stand-ins replace.
+WRONG_LOOP_SOURCE = """
+def style_transfer(content_image, style_image, image_size, style_size, content_layer, content_weight,
+                   style_layers, style_weights, tv_weight, init_random=False, num_iterations=200,
+                   initial_lr=3.0, decayed_lr=0.1, decay_lr_at=0.9, model=None, show_every=None):
+    variant = VARIANT
+    cnn = model
+    param = next(cnn.parameters())
+    content_img = image_to_tensor(content_image, image_size).to(param.device, param.dtype)
+    style_img = image_to_tensor(style_image, style_size).to(param.device, param.dtype)
+    decay_step = int((0.9 if variant == "ignores_decay_lr_at" else decay_lr_at) * num_iterations)
+    decay_step += 1 if variant == "decay_one_late" else 0
+    with torch.no_grad():
+        content_target = extract_features(content_img, cnn)[content_layer]
+        style_feats = extract_features(style_img, cnn)
+        style_targets = [gram_matrix(style_feats[layer]) for layer in style_layers]
+    if init_random:
+        if variant == "noise_randn":
+            img = torch.randn(content_img.shape, dtype=content_img.dtype)
+        elif variant == "noise_float32":
+            img = torch.rand(content_img.shape)
         else:
-            img = content_img.clone()
-        img.requires_grad_(True)
-        optimizer = torch.optim.Adam([img], lr=3.0 if variant == "ignores_initial_lr" else initial_lr)
-        losses = []
-        for t in range(num_iterations):
-            if variant == "clamp_before_step":
-                with torch.no_grad():
-                    img.clamp_(-1.5, 1.5)
-            if t == decay_step and variant != "no_decay":
-                if variant == "keeps_adam_moments":
-                    for group in optimizer.param_groups:
-                        group["lr"] = decayed_lr
-                else:
-                    optimizer = torch.optim.Adam([img], lr=decayed_lr)
-            if variant != "no_zero_grad":
-                optimizer.zero_grad()
-            feats = extract_features(img, cnn)
-            loss = (content_loss(content_weight, feats[content_layer], content_target)
-                    + style_loss(feats, style_layers, style_targets, style_weights) + tv_loss(img, tv_weight))
-            if variant == "style_only":
-                loss = style_loss(feats, style_layers, style_targets, style_weights) + tv_loss(img, tv_weight)
-            loss.backward()
-            losses.append(loss.item())
-            optimizer.step()
-            if variant not in ("no_clamp", "clamp_before_step"):
-                with torch.no_grad():
-                    img.clamp_(-1.5, 1.5)
-        if variant == "returns_content_image":
-            return content_img, losses
-        if variant == "losses_as_tensors":
-            return img.detach(), [torch.tensor(v) for v in losses]
-        if variant == "not_detached":
-            return img, losses
-        return img.detach(), losses
+            img = torch.rand(content_img.shape, dtype=content_img.dtype)
+    else:
+        img = content_img.clone()
+    img.requires_grad_(True)
+    optimizer = torch.optim.Adam([img], lr=3.0 if variant == "ignores_initial_lr" else initial_lr)
+    losses = []
+    for t in range(num_iterations):
+        if variant == "clamp_before_step":
+            with torch.no_grad():
+                img.clamp_(-1.5, 1.5)
+        if t == decay_step and variant != "no_decay":
+            if variant == "keeps_adam_moments":
+                for group in optimizer.param_groups:
+                    group["lr"] = decayed_lr
+            else:
+                optimizer = torch.optim.Adam([img], lr=decayed_lr)
+        if variant != "no_zero_grad":
+            optimizer.zero_grad()
+        feats = extract_features(img, cnn)
+        loss = (content_loss(content_weight, feats[content_layer], content_target)
+                + style_loss(feats, style_layers, style_targets, style_weights) + tv_loss(img, tv_weight))
+        if variant == "style_only":
+            loss = style_loss(feats, style_layers, style_targets, style_weights) + tv_loss(img, tv_weight)
+        loss.backward()
+        losses.append(loss.item())
+        optimizer.step()
+        if variant not in ("no_clamp", "clamp_before_step"):
+            with torch.no_grad():
+                img.clamp_(-1.5, 1.5)
+    if variant == "returns_content_image":
+        return content_img, losses
+    if variant == "losses_as_tensors":
+        return img.detach(), [torch.tensor(v) for v in losses]
+    if variant == "not_detached":
+        return img, losses
+    return img.detach(), losses
+"""
 
-    return style_transfer
+
+def _wrong_loop(variant: str) -> Callable:
+    """The loop with one mistake, defined in a student namespace (its globals are that namespace)."""
+    ns = _student_namespace(VARIANT=variant)
+    exec(compile(WRONG_LOOP_SOURCE, "<student cell>", "exec"), ns)  # noqa: S102 - our own test code
+    return ns["style_transfer"]
 
 
 WRONG_LOOPS = [
@@ -380,32 +397,39 @@ WRONG_LOOPS = [
 @pytest.mark.parametrize("variant, message", WRONG_LOOPS, ids=[v for v, _ in WRONG_LOOPS])
 def test_hidden_test_rejects_a_wrong_optimisation_loop(variant: str, message: str) -> None:
     with pytest.raises(AssertionError, match=message):
-        grade.style_transfer(_wrong_loop(variant))
+        judge_in_process(ASSIGNMENT, _wrong_loop(variant))
 
 
 def test_the_wrong_loop_builder_is_correct_without_a_mistake() -> None:
-    grade.style_transfer(_wrong_loop(""))
+    judge_in_process(ASSIGNMENT, _wrong_loop(""))
 
 
-def test_loop_is_graded_with_reference_losses_and_the_students_namespace_is_restored() -> None:
-    """A wrong content_loss costs only content_loss's points: the loop test swaps in the references."""
-    import types
-
-    from autograder import grade
-    from autograder.judging.solutions import load_solutions
-
-    sol = load_solutions("style_transfer")
-
+def test_a_wrong_loss_costs_only_its_own_points_and_the_students_namespace_is_restored() -> None:
+    """The loop runs with the grader's stand-in losses: a wrong content_loss keeps the loop's points."""
     def wrong_content_loss(content_weight, content_current, content_original):
         return ((content_current - content_original) ** 2).mean()  # mean instead of sum, no weight
 
-    namespace = dict(vars(sol))
-    namespace["content_loss"] = wrong_content_loss
-    loop = types.FunctionType(sol.style_transfer.__code__, namespace, "style_transfer",
-                              sol.style_transfer.__defaults__)
-    loop.__kwdefaults__ = sol.style_transfer.__kwdefaults__
-    grade.style_transfer.style_transfer(loop)
-    assert namespace["content_loss"] is wrong_content_loss
-    assert all(namespace[name] is getattr(sol, name) for name in ("gram_matrix", "style_loss", "tv_loss"))
-    with pytest.raises(AssertionError):
-        grade.style_transfer.content_loss(wrong_content_loss)
+    ns = _student_namespace(content_loss=wrong_content_loss)
+    originals = {name: ns[name] for name in ("gram_matrix", "style_loss", "tv_loss", "extract_features")}
+    judge_in_process(ASSIGNMENT, ns["style_transfer"])
+    assert ns["content_loss"] is wrong_content_loss
+    assert all(ns[name] is value for name, value in originals.items())
+    assert "_grader_seed" not in ns
+    with pytest.raises(AssertionError, match="content_loss"):
+        judge("content_loss", wrong_content_loss)
+
+
+def test_the_stand_in_losses_are_not_the_assignments_answers(sol) -> None:
+    """No answer is sent to the kernel: each stand-in computes something else than the reference."""
+    stand_ins = grade.stand_in_functions()
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(1, 4, 5, 6, generator=g, dtype=torch.float64), torch.randn(1, 4, 5, 6, generator=g,
+                                                                                   dtype=torch.float64)
+    assert not torch.allclose(stand_ins["content_loss"](0.3, a, b), sol.content_loss(0.3, a, b))
+    assert not torch.allclose(stand_ins["tv_loss"](a, 0.3), sol.tv_loss(a, 0.3))
+    assert stand_ins["gram_matrix"](a).shape != sol.gram_matrix(a).shape
+    feats, layers, weights = [b, a], [1], [2.0]
+    assert not torch.allclose(stand_ins["style_loss"](feats, layers, [stand_ins["gram_matrix"](b)], weights),
+                              sol.style_loss(feats, layers, [sol.gram_matrix(b)], weights))
+    for name in ("content_loss", "gram_matrix", "style_loss", "tv_loss"):
+        assert "Grader stand-in" in grade.STAND_INS[name]
