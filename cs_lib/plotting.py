@@ -194,3 +194,74 @@ def _as_hwc(im: Array) -> np.ndarray:
     if a.dtype != np.uint8:
         a = np.clip(a, 0, 1) if a.ndim == 3 else a
     return a
+
+
+def project_to_2d(embeddings: Array, method: str | None = "pca", seed: int = 0) -> np.ndarray:
+    """Project embeddings ``(N, D)`` to float64 ``(N, 2)`` for a scatter plot.
+
+    Args:
+        embeddings: ``(N, D)``; ``D == 2`` is returned as it is (whatever ``method``).
+        method: ``"pca"`` (the two leading principal components, with NumPy's SVD of the centred
+            data) or ``"tsne"`` (scikit-learn's t-SNE, PCA-initialised; perplexity at most ``(N - 1) / 3``).
+        seed: t-SNE's random state.
+    """
+    emb = _to_numpy(embeddings).astype(np.float64)
+    if emb.ndim != 2:
+        raise ValueError(f"project_to_2d: embeddings must be (N, D); got {emb.shape}")
+    if emb.shape[1] == 2 or method is None:
+        if emb.shape[1] != 2:
+            raise ValueError(f"project_to_2d: method=None needs D == 2; got D = {emb.shape[1]}")
+        return emb
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        perplexity = min(30.0, max(1.0, (len(emb) - 1) / 3))
+        return TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(emb)
+    if method == "pca":
+        centered = emb - emb.mean(axis=0)
+        _, _, vt = np.linalg.svd(centered, full_matrices=False)
+        return centered @ vt[:2].T
+    raise ValueError(f"project_to_2d: method must be 'pca', 'tsne' or None; got {method!r}")
+
+
+def plot_embedding_images(
+    embeddings: Array, labels: Array, images: Array, method: str | None = "pca", num_images: int = 40,
+    class_names: Sequence[str] | None = None, title: str = "", zoom: float | None = None, seed: int = 0,
+) -> Figure:
+    """Scatter embeddings in 2-D, coloured by label, with a few of the images drawn at their points.
+
+    Args:
+        embeddings: ``(N, D)``; projected with :func:`project_to_2d` when ``D > 2``.
+        labels: ``(N,)`` integer classes.
+        images: ``(N, 1, H, W)`` or ``(N, H, W)`` grey images in [0, 1] (or ``(N, 3, H, W)`` colour).
+        method: ``"pca"`` or ``"tsne"`` for ``D > 2``.
+        num_images: how many images to draw (a random subset, fixed by ``seed``).
+        class_names: the legend's name of each class index.
+        zoom: image scale; default about 0.9 inch of figure per 28 pixels, whatever the image size.
+    """
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    points = project_to_2d(embeddings, method, seed)
+    lab = _to_numpy(labels).astype(np.int64)
+    imgs = _to_numpy(images)
+    if len(points) != len(lab) or len(imgs) != len(lab):
+        raise ValueError(f"plot_embedding_images: {len(points)} embeddings, {len(lab)} labels, {len(imgs)} images")
+    fig, ax = plt.subplots(figsize=(7, 7))
+    colors = plt.get_cmap("tab10")
+    for c in np.unique(lab):
+        sel = lab == c
+        name = class_names[c] if class_names is not None else str(c)
+        ax.scatter(points[sel, 0], points[sel, 1], s=6, alpha=0.6, color=colors(int(c) % 10), label=name)
+    chosen = np.random.default_rng(seed).choice(len(points), size=min(num_images, len(points)), replace=False)
+    for i in chosen:
+        im = _as_hwc(imgs[i])
+        scale = zoom if zoom is not None else 0.9 * 28 / max(im.shape[:2])
+        box = OffsetImage(im, zoom=scale, cmap="gray_r" if im.ndim == 2 else None)
+        frame = {"edgecolor": colors(int(lab[i]) % 10), "linewidth": 1.5}
+        ax.add_artist(AnnotationBbox(box, points[i], frameon=True, pad=0.1, bboxprops=frame))
+    ax.legend(markerscale=3, fontsize=8, loc="best")
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,607 @@
+"""Hidden tests of ``triplet_embeddings``: distances, contrastive and triplet losses, mining, P×K batches, Recall@K.
+
+One :class:`~autograder.judging.spec.GradedFunction` per graded function. The stored and fresh inputs are
+float64 (any correct formula agrees to ~1e-12 there, so the tolerances only absorb how a formula is written),
+with the situations the lecture warns about: duplicate embeddings (zero distances), a class with a single
+sample, a batch of one class. Every mistake the issue lists is a :class:`WrongAnswer` whose hint names it;
+the NaN-gradient mistakes compute the right values, so the gradient checks name them.
+
+The conventions (checked against pytorch-metric-learning, ``torch.nn`` and scikit-learn in
+``tests/test_triplet_reference.py``): non-squared Euclidean distances on the embeddings as they are
+(``LpDistance(normalize_embeddings=False)``), batch-all averaged over the active triplets
+(``AvgNonZeroReducer``), batch-hard over the anchors with a positive and a negative (``MeanReducer``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from autograder.judging.spec import Call, GradedFunction, WrongAnswer
+from autograder.judging.toolkit import Failure
+
+ASSIGNMENT = "triplet_embeddings"
+REFERENCE_SEED = 2017
+# float64 references: agreement to round-off across machines.
+REFERENCE_RTOL, REFERENCE_ATOL = 1e-9, 1e-12
+
+F64 = torch.float64
+
+# ------------------------------------------------------------------------------------------ the mistakes
+
+SQUARED = "squared instead of non-squared distances"
+ALL_TRIPLETS = "averaging over all triplets instead of the active ones (those with a positive loss)"
+OWN_POSITIVE = "the anchor taken as its own positive (a positive must be another sample, a != p)"
+NAN_GRADIENT = "a NaN gradient at zero distance"
+ARGMAX = "argmax where argmin was meant"
+NORMALISED = "normalising the embeddings when the function should not"
+
+_NORMALISE = "embeddings = F.normalize(embeddings, dim=1)\n"
+_NAIVE_DISTANCES = ("sq = ((embeddings.unsqueeze(1) - embeddings.unsqueeze(0)) ** 2).sum(dim=2)\n"
+                    "return sq if squared else sq.sqrt()")
+
+
+def _batch_body(name: str, replace: tuple[str, str] | None = None, prefix: str = "") -> str:
+    """The reference body of a batch function with one line changed (the wrong answers share its text)."""
+    body = BATCH_BODIES[name]
+    if replace is not None:
+        if replace[0] not in body:
+            raise ValueError(f"wrong answer for {name}: {replace[0]!r} is not in the reference body")
+        body = body.replace(replace[0], replace[1])
+    return prefix + body
+
+
+#: The batch functions' reference bodies, as the notebook has them (the wrong answers edit one line each;
+#: tests/test_triplet_reference.py checks that these equal the notebook's solutions).
+BATCH_BODIES = {
+    "batch_all_triplet_loss": """\
+distances = pairwise_distances(embeddings)
+same = labels.unsqueeze(0) == labels.unsqueeze(1)
+not_self = ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+valid = (same & not_self).unsqueeze(2) & (~same).unsqueeze(1)
+losses = F.relu(distances.unsqueeze(2) - distances.unsqueeze(1) + margin) * valid
+num_active = (losses > 0).sum()
+num_valid = int(valid.sum())
+loss = losses.sum() / num_active.clamp(min=1)
+return loss, (int(num_active) / num_valid if num_valid else 0.0)
+""",
+    "batch_hard_triplet_loss": """\
+distances = pairwise_distances(embeddings)
+same = labels.unsqueeze(0) == labels.unsqueeze(1)
+positive = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+hardest_positive = distances.masked_fill(~positive, -math.inf).amax(dim=1)
+hardest_negative = distances.masked_fill(same, math.inf).amin(dim=1)
+has_both = positive.any(dim=1) & (~same).any(dim=1)
+if not bool(has_both.any()):
+    return embeddings.sum() * 0.0
+return F.relu(hardest_positive[has_both] - hardest_negative[has_both] + margin).mean()
+""",
+    "semi_hard_triplets": """\
+distances = pairwise_distances(embeddings)
+same = labels.unsqueeze(0) == labels.unsqueeze(1)
+not_self = ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+valid = (same & not_self).unsqueeze(2) & (~same).unsqueeze(1)
+gap = distances.unsqueeze(1) - distances.unsqueeze(2)
+a, p, n = torch.nonzero(valid & (gap > 0) & (gap <= margin), as_tuple=True)
+return a, p, n
+""",
+}
+_SQUARED_MATRIX = ("distances = pairwise_distances(embeddings)",
+                   "distances = pairwise_distances(embeddings, squared=True)")
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+def _points(g: torch.Generator, n: int, d: int, duplicates: int = 2, dtype: torch.dtype = F64) -> torch.Tensor:
+    """``(n, d)`` standard normal points; the last ``duplicates`` rows copy earlier rows (zero distances)."""
+    x = torch.randn(n, d, generator=g, dtype=dtype)
+    for i in range(duplicates):
+        x[n - 1 - i] = x[int(torch.randint(0, n - duplicates, (1,), generator=g))]
+    return x
+
+
+def _labelled_batch(g: torch.Generator, n: int, d: int, classes: int, duplicates: int = 2,
+                    singleton: bool = True, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points around per-class centres, with duplicate rows (same label) and optionally a one-sample class.
+
+    Returns:
+        float64 ``(n, d)`` embeddings and int64 ``(n,)`` labels; the labels are not sorted.
+    """
+    labels = torch.randint(0, classes, (n,), generator=g)
+    labels[: classes] = torch.arange(classes)           # every class present
+    if singleton:
+        labels[classes] = classes + 3                    # one sample of its class
+    centres = torch.randn(classes + 4, d, generator=g, dtype=F64) * scale
+    x = centres[labels] + torch.randn(n, d, generator=g, dtype=F64)
+    for i in range(duplicates):
+        j = int(torch.randint(0, n - duplicates, (1,), generator=g))
+        if singleton and j == classes:
+            j = 0
+        x[n - 1 - i], labels[n - 1 - i] = x[j], labels[j]
+    perm = torch.randperm(n, generator=g)
+    return x[perm], labels[perm]
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+
+def _finite_gradients(name: str, args: tuple, wrt: tuple[int, ...], situation: str,
+                      **kwargs: Any) -> Callable[..., None]:
+    """A check: the student's gradients w.r.t. ``args[wrt]`` are finite (and present) on ``args``."""
+
+    def check(student: Any, ref: Callable[..., Any], g: torch.Generator) -> None:
+        _, grads = student.backward(args, kwargs, wrt=wrt)
+        for position, grad in zip(wrt, grads):
+            if grad is None:
+                raise Failure(f"{name}: no gradient reaches argument #{position + 1}; compute the result from "
+                              "the inputs with differentiable torch operations (no .detach(), .item() or NumPy).")
+            if not bool(torch.isfinite(grad).all()):
+                raise Failure(f"{name} gives {NAN_GRADIENT} ({situation}): the derivative of sqrt(s) is "
+                              "infinite at s = 0. Take the square root only where s > 0 and put exact zeros "
+                              "elsewhere (masked_fill), so that the gradient there is 0.")
+    check.__name__ = f"finite_gradients_of_{name}"
+    return check
+
+
+def _duplicate_rows(*rows: int) -> torch.Tensor:
+    """Five float64 3-D points; rows 2 and 4 repeat rows 0 and 1. ``rows`` selects some (default: all)."""
+    x = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5], [0.5, -1.0, 2.0], [-2.0, 1.0, 0.0], [1.5, 0.0, -0.5]],
+                     dtype=F64)
+    return x[list(rows)] if rows else x
+
+
+# ------------------------------------------------------------------------------------------ pairwise_distances
+
+
+def _pairwise_cases(g: torch.Generator) -> list[Call]:
+    x = _points(g, 6, 3)
+    return [
+        Call(x, label="6 float64 points, two of them duplicates"),
+        Call(x, squared=True, label="the same points, squared=True"),
+        Call(_points(g, 40, 16, duplicates=3) * 3.0, label="40 float64 points in 16-D with 3 duplicates"),
+        Call(torch.randn(1, 5, generator=g, dtype=F64), label="a single point"),
+        Call(torch.randn(9, 4, generator=g, dtype=F64) + 4.0, label="9 points away from the origin"),
+    ]
+
+
+def _pairwise_fresh(g: torch.Generator) -> list[Call]:
+    n, d = int(torch.randint(5, 30, (1,), generator=g)), int(torch.randint(2, 20, (1,), generator=g))
+    return [
+        Call(_points(g, n, d, duplicates=2), label=f"{n} random float64 points in {d}-D with duplicates"),
+        Call(_points(g, n, d, duplicates=1), squared=True, label=f"{n} random float64 points, squared=True"),
+        # Small integers: every formula is exact in float32, so float32 is checked exactly (and its dtype kept).
+        Call(torch.randint(-4, 5, (12, 5), generator=g).float(), label="12 float32 points with integer coordinates"),
+    ]
+
+
+# ------------------------------------------------------------------------------------------ contrastive_loss
+
+
+def _pair_inputs(g: torch.Generator, n: int, d: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    e1 = torch.randn(n, d, generator=g, dtype=F64)
+    e2 = e1 + torch.randn(n, d, generator=g, dtype=F64) * torch.rand(n, 1, generator=g, dtype=F64)
+    e2[0], e2[1] = e1[0], e1[1]                         # zero distance: one similar, one dissimilar pair
+    is_same = torch.rand(n, generator=g) < 0.5
+    is_same[0], is_same[1] = True, False
+    return e1, e2, is_same
+
+
+def _contrastive_cases(g: torch.Generator) -> list[Call]:
+    e1, e2, s = _pair_inputs(g, 12, 4)
+    f1, f2, t = _pair_inputs(g, 20, 8)
+    return [
+        Call(e1, e2, s, label="12 float64 pairs, two at zero distance"),
+        Call(e1, e2, s, margin=2.5, label="the same pairs, margin=2.5"),
+        Call(f1, f2, t, margin=0.7, label="20 float64 pairs in 8-D, margin=0.7"),
+        Call(f1[:5], f2[:5], torch.ones(5, dtype=torch.bool), label="5 similar pairs"),
+    ]
+
+
+def _contrastive_fresh(g: torch.Generator) -> list[Call]:
+    n = int(torch.randint(4, 40, (1,), generator=g))
+    margin = round(float(torch.empty(1, dtype=F64).uniform_(0.5, 3.0, generator=g)), 3)
+    e1, e2, s = _pair_inputs(g, n, 6)
+    return [Call(e1, e2, s, margin=margin, label=f"{n} random float64 pairs, margin={margin}")]
+
+
+# ------------------------------------------------------------------------------------------ triplet_loss
+
+
+def _triplet_inputs(g: torch.Generator, n: int, d: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    a = torch.randn(n, d, generator=g, dtype=F64)
+    p = a + 0.7 * torch.randn(n, d, generator=g, dtype=F64)
+    neg = a + 1.2 * torch.randn(n, d, generator=g, dtype=F64)
+    p[0] = a[0]                                         # d(a, p) = 0
+    neg[1] = a[1]                                       # d(a, n) = 0
+    return a, p, neg
+
+
+def _triplet_cases(g: torch.Generator) -> list[Call]:
+    a, p, n = _triplet_inputs(g, 16, 5)
+    return [
+        Call(a, p, n, label="16 float64 triplets, one with a = p and one with a = n"),
+        Call(a, p, n, margin=0.2, label="the same triplets, margin=0.2"),
+        Call(*_triplet_inputs(g, 30, 3), margin=2.0, label="30 float64 triplets in 3-D, margin=2.0"),
+    ]
+
+
+def _triplet_fresh(g: torch.Generator) -> list[Call]:
+    n = int(torch.randint(4, 40, (1,), generator=g))
+    margin = round(float(torch.empty(1, dtype=F64).uniform_(0.2, 2.0, generator=g)), 3)
+    return [Call(*_triplet_inputs(g, n, 8), margin=margin, label=f"{n} random float64 triplets, margin={margin}")]
+
+
+# ------------------------------------------------------------------------------------------ batch functions
+
+
+def _batch_cases(g: torch.Generator) -> list[Call]:
+    x, y = _labelled_batch(g, 16, 4, classes=4)
+    x2, y2 = _labelled_batch(g, 30, 8, classes=5, duplicates=3, scale=2.0)
+    return [
+        Call(x, y, margin=2.0, label="16 float64 embeddings, 4 classes, a one-sample class and duplicates"),
+        Call(x, y, margin=1.0, label="the same batch, margin=1.0"),
+        Call(x2, y2, margin=0.5, label="30 float64 embeddings, 5 classes, a one-sample class, margin=0.5"),
+        Call(x[:6], torch.full((6,), 3), margin=1.0, label="a batch of one class (no valid triplet)"),
+        Call(*_labelled_batch(g, 12, 3, classes=3, duplicates=0, singleton=False, scale=30.0), margin=0.5,
+             label="three classes far apart (no active triplet)"),
+    ]
+
+
+def _batch_fresh(g: torch.Generator) -> list[Call]:
+    n = int(torch.randint(10, 40, (1,), generator=g))
+    c = int(torch.randint(2, 6, (1,), generator=g))
+    margin = round(float(torch.empty(1, dtype=F64).uniform_(0.3, 2.0, generator=g)), 3)
+    x, y = _labelled_batch(g, n, 6, classes=c, duplicates=2)
+    return [Call(x, y, margin=margin, label=f"{n} random float64 embeddings of {c} classes, margin={margin}")]
+
+
+def _sorted_triplets(output: Any) -> torch.Tensor:
+    """``(a, p, n)`` -> ``(T, 3)`` int64 rows in lexicographic order (the set, whatever the order)."""
+    if not isinstance(output, (tuple, list)) or len(output) != 3:
+        raise TypeError("expected a tuple (a, p, n) of three index tensors")
+    rows = torch.stack([torch.as_tensor(t).reshape(-1).to(torch.int64) for t in output], dim=1)
+    for column in (2, 1, 0):                            # stable sorts, last key first
+        rows = rows[torch.argsort(rows[:, column], stable=True)]
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ PKSampler
+
+
+def _labels_with_a_small_class(g: torch.Generator) -> torch.Tensor:
+    """6 classes of 5 to 12 samples, and class 4 with 2 samples, shuffled: int64 ``(N,)``."""
+    sizes = torch.randint(5, 13, (6,), generator=g)
+    sizes[4] = 2
+    labels = torch.repeat_interleave(torch.arange(6), sizes)
+    return labels[torch.randperm(len(labels), generator=g)]
+
+
+def _sampler_test(student: Any, ref: Callable[..., Any], spec: GradedFunction, g: torch.Generator) -> None:
+    labels = _labels_with_a_small_class(g)
+    P, K, num_batches = 4, 4, 30
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
+    batches = _batches(student(labels, P, K, num_batches=num_batches, seed=seed))
+    if len(batches) != num_batches:
+        raise Failure(f"PKSampler with num_batches={num_batches} yielded {len(batches)} batches.")
+    sizes = torch.bincount(labels)
+    chosen_sets = set()
+    for b, batch in enumerate(batches):
+        if any(not 0 <= i < len(labels) for i in batch):
+            raise Failure(f"PKSampler: batch {b} has an index outside [0, {len(labels)}).")
+        counts = torch.bincount(labels[torch.tensor(batch, dtype=torch.int64)], minlength=len(sizes))
+        present = torch.nonzero(counts).flatten().tolist()
+        short = [c for c in present if counts[c] < K]
+        if short and all(sizes[c] < K for c in short):
+            raise Failure(f"PKSampler: batch {b} has only {int(counts[short[0]])} samples of class {short[0]}, "
+                          f"which has {int(sizes[short[0]])} samples: classes with fewer than K samples must be "
+                          "sampled with replacement (torch.randint), so that every class has K samples.")
+        if len(present) != P or any(counts[c] != K for c in present):
+            raise Failure(f"PKSampler: batch {b} has class counts {dict(zip(present, counts[present].tolist()))}; "
+                          f"expected P = {P} distinct classes with K = {K} samples each (draw the classes "
+                          "without replacement: torch.randperm).")
+        for c in present:
+            members = [i for i in batch if int(labels[i]) == c]
+            if sizes[c] >= K and len(set(members)) != K:
+                raise Failure(f"PKSampler: batch {b} repeats a sample of class {c}, which has {int(sizes[c])} >= K "
+                              "samples: sample those without replacement (torch.randperm).")
+        chosen_sets.add(tuple(present))
+    if len(chosen_sets) == 1:
+        raise Failure(f"PKSampler: all {num_batches} batches have the same classes; draw P random classes "
+                      "for every batch.")
+    again = _batches(student(labels, P, K, num_batches=num_batches, seed=seed))
+    if again != batches:
+        raise Failure("PKSampler: two samplers with the same seed gave different batches; draw every random "
+                      "number from self.generator (e.g. torch.randperm(n, generator=self.generator)).")
+    other = _batches(student(labels, P, K, num_batches=num_batches, seed=seed + 1))
+    if other == batches:
+        raise Failure("PKSampler: different seeds gave the same batches; draw every random number from "
+                      "self.generator.")
+    default = _batches(student(labels, P, K, seed=seed))
+    if len(default) != max(1, len(labels) // (P * K)):
+        raise Failure(f"PKSampler without num_batches yielded {len(default)} batches; an epoch is "
+                      f"len(labels) // (P * K) = {len(labels) // (P * K)} batches.")
+
+
+def _batches(output: Any) -> list[list[int]]:
+    """The sampler's output as lists of ints; a Failure naming the problem otherwise."""
+    if not isinstance(output, list):
+        raise Failure(f"PKSampler: iterating over it gave {type(output).__name__}; expected batches.")
+    batches = []
+    for b, batch in enumerate(output):
+        values = batch.tolist() if isinstance(batch, torch.Tensor) else batch
+        if not isinstance(values, (list, tuple)) or not all(type(i) is int for i in values):
+            raise Failure(f"PKSampler: batch {b} is {type(batch).__name__}; yield a list of int indices.")
+        batches.append(list(values))
+    return batches
+
+
+# ------------------------------------------------------------------------------------------ recall_at_k
+
+
+def _recall_inputs(g: torch.Generator, n: int, d: int, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clustered float64 points with duplicates that share their labels (ties between neighbours of
+    different classes would make Recall@K depend on how ties are broken)."""
+    x, y = _labelled_batch(g, n, d, classes=classes, duplicates=2, singleton=True, scale=1.5)
+    return x, y
+
+
+def _recall_cases(g: torch.Generator) -> list[Call]:
+    x, y = _recall_inputs(g, 30, 4, 4)
+    return [
+        Call(x, y, label="30 float64 embeddings of 4 classes (and a one-sample class), with duplicates"),
+        Call(x, y, ks=(1, 5), label="the same embeddings, ks=(1, 5)"),
+        Call(*_recall_inputs(g, 60, 16, 6), ks=(1, 2, 4, 8, 16), label="60 float64 embeddings in 16-D"),
+        Call(torch.randn(3, 2, generator=g, dtype=F64), torch.tensor([0, 1, 0]), ks=(1, 2, 4),
+             label="3 embeddings, ks up to 4 (> N - 1)"),
+    ]
+
+
+def _recall_fresh(g: torch.Generator) -> list[Call]:
+    n = int(torch.randint(15, 80, (1,), generator=g))
+    return [Call(*_recall_inputs(g, n, 8, 5), label=f"{n} random float64 embeddings of 5 classes")]
+
+
+# ------------------------------------------------------------------------------------------ the specs
+
+SPECS = (
+    GradedFunction(
+        name="pairwise_distances",
+        cases=_pairwise_cases,
+        fresh=_pairwise_fresh,
+        # The Gram form sqrt(|x|^2 - 2 x.y + |y|^2) leaves up to sqrt(eps) |x| ~ 1e-7 at float64 duplicates
+        # where the difference form gives 0: atol 1e-6. Wrong answers differ by more than 1e-1.
+        rtol=1e-6, atol=1e-6,
+        tolerance="float64: correct formulas agree to 1e-12 except ~1e-7 at duplicates; mistakes differ by > 0.1",
+        wrong_answers=(
+            WrongAnswer("squared distances", "return torch.cdist(embeddings, embeddings) ** 2", SQUARED),
+            WrongAnswer("normalised embeddings",
+                        _NORMALISE + "d = torch.cdist(embeddings, embeddings)\nreturn d ** 2 if squared else d",
+                        NORMALISED),
+            WrongAnswer("plain sqrt", _NAIVE_DISTANCES, NAN_GRADIENT),
+        ),
+        checks=(_finite_gradients("pairwise_distances", (_duplicate_rows(),), (0,),
+                                  "on the diagonal and between duplicate rows"),),
+    ),
+    GradedFunction(
+        name="contrastive_loss",
+        cases=_contrastive_cases,
+        fresh=_contrastive_fresh,
+        rtol=1e-7, atol=1e-10,
+        tolerance="float64 means of a few terms: round-off ~1e-15; mistakes differ by > 1e-2",
+        wrong_answers=(
+            WrongAnswer("hinge on squared distance",
+                        "s = is_same.to(e1.dtype)\nd_sq = ((e1 - e2) ** 2).sum(dim=1)\n"
+                        "return (0.5 * s * d_sq + 0.5 * (1 - s) * F.relu(margin - d_sq) ** 2).mean()",
+                        "the hinge on the squared distance: max(0, m - d)^2 uses the distance d, not d^2"),
+            WrongAnswer("unsquared (PML)",
+                        "s = is_same.to(e1.dtype)\nd = torch.linalg.vector_norm(e1 - e2, dim=1)\n"
+                        "return (s * d + (1 - s) * F.relu(margin - d)).mean()",
+                        "pytorch-metric-learning's unsquared contrastive loss (Hadsell et al. square both terms "
+                        "and halve them)"),
+            WrongAnswer("swapped labels",
+                        "s = 1 - is_same.to(e1.dtype)\nd = torch.linalg.vector_norm(e1 - e2, dim=1)\n"
+                        "return (0.5 * s * d ** 2 + 0.5 * (1 - s) * F.relu(margin - d) ** 2).mean()",
+                        "is_same used the wrong way round: similar pairs (s = 1) are pulled together by s * d^2"),
+            WrongAnswer("no one half",
+                        "s = is_same.to(e1.dtype)\nd = torch.linalg.vector_norm(e1 - e2, dim=1)\n"
+                        "return (s * d ** 2 + (1 - s) * F.relu(margin - d) ** 2).mean()",
+                        "the loss without the factors 1/2"),
+            WrongAnswer("plain sqrt",
+                        "s = is_same.to(e1.dtype)\nd = ((e1 - e2) ** 2).sum(dim=1).sqrt()\n"
+                        "return (0.5 * s * d ** 2 + 0.5 * (1 - s) * F.relu(margin - d) ** 2).mean()",
+                        NAN_GRADIENT),
+        ),
+        checks=(_finite_gradients("contrastive_loss",
+                                  (_duplicate_rows(0, 1), _duplicate_rows(2, 4), torch.tensor([True, False])),
+                                  (0, 1), "for a similar and a dissimilar pair with e1 == e2"),),
+    ),
+    GradedFunction(
+        name="triplet_loss",
+        cases=_triplet_cases,
+        fresh=_triplet_fresh,
+        rtol=1e-7, atol=1e-10,
+        tolerance="float64 means of a few terms: round-off ~1e-15; mistakes differ by > 1e-2",
+        wrong_answers=(
+            WrongAnswer("squared distances",
+                        "d_ap = ((anchor - positive) ** 2).sum(dim=1)\nd_an = ((anchor - negative) ** 2).sum(dim=1)\n"
+                        "return F.relu(d_ap - d_an + margin).mean()", SQUARED),
+            WrongAnswer("sum", "return nn.TripletMarginLoss(margin=margin, p=2, eps=0, reduction='sum')("
+                               "anchor, positive, negative)",
+                        "summing over the triplets instead of averaging"),
+            WrongAnswer("no hinge",
+                        "d_ap = torch.linalg.vector_norm(anchor - positive, dim=1)\n"
+                        "d_an = torch.linalg.vector_norm(anchor - negative, dim=1)\n"
+                        "return (d_ap - d_an + margin).mean()",
+                        "the loss without the hinge max(0, .)"),
+            WrongAnswer("plain sqrt",
+                        "d_ap = ((anchor - positive) ** 2).sum(dim=1).sqrt()\n"
+                        "d_an = ((anchor - negative) ** 2).sum(dim=1).sqrt()\n"
+                        "return F.relu(d_ap - d_an + margin).mean()",
+                        NAN_GRADIENT),
+        ),
+        checks=(_finite_gradients("triplet_loss", (_duplicate_rows(0, 1), _duplicate_rows(2, 3), _duplicate_rows(3, 4)),
+                                  (0, 1, 2), "for triplets with a == p and with a == n"),),
+    ),
+    GradedFunction(
+        name="batch_all_triplet_loss",
+        cases=_batch_cases,
+        fresh=_batch_fresh,
+        rtol=1e-7, atol=1e-10,
+        tolerance="float64 means over at most 40^3 triplets: round-off ~1e-13; mistakes differ by > 1e-2",
+        wrong_answers=(
+            WrongAnswer("mean over all valid triplets",
+                        _batch_body("batch_all_triplet_loss", ("losses.sum() / num_active.clamp(min=1)",
+                                                               "losses.sum() / max(num_valid, 1)")), ALL_TRIPLETS),
+            WrongAnswer("anchor as its own positive",
+                        _batch_body("batch_all_triplet_loss", ("valid = (same & not_self)", "valid = (same)")),
+                        OWN_POSITIVE),
+            WrongAnswer("squared distances", _batch_body("batch_all_triplet_loss", _SQUARED_MATRIX), SQUARED),
+            WrongAnswer("normalised embeddings", _batch_body("batch_all_triplet_loss", prefix=_NORMALISE), NORMALISED),
+            WrongAnswer("fraction of all index triples",
+                        _batch_body("batch_all_triplet_loss", ("int(num_active) / num_valid if num_valid else 0.0",
+                                                               "int(num_active) / len(labels) ** 3")),
+                        "fraction_active over all B^3 index triples instead of the valid triplets"),
+        ),
+        checks=(_finite_gradients("batch_all_triplet_loss", (_duplicate_rows(), torch.tensor([0, 1, 0, 1, 2])),
+                                  (0,), "with duplicate embeddings", margin=1.0),),
+    ),
+    GradedFunction(
+        name="batch_hard_triplet_loss",
+        cases=_batch_cases,
+        fresh=_batch_fresh,
+        rtol=1e-7, atol=1e-10,
+        tolerance="float64 means over at most 40 anchors: round-off ~1e-15; mistakes differ by > 1e-2",
+        wrong_answers=(
+            WrongAnswer("farthest negative",
+                        _batch_body("batch_hard_triplet_loss",
+                                    ("distances.masked_fill(same, math.inf).amin(dim=1)",
+                                     "distances.masked_fill(same, -math.inf).amax(dim=1)")),
+                        f"{ARGMAX} (the hardest negative is the CLOSEST sample of another class)"),
+            WrongAnswer("closest positive",
+                        _batch_body("batch_hard_triplet_loss",
+                                    ("distances.masked_fill(~positive, -math.inf).amax(dim=1)",
+                                     "distances.masked_fill(~positive, math.inf).amin(dim=1)")),
+                        "argmin where argmax was meant (the hardest positive is the FARTHEST sample of the class)"),
+            WrongAnswer("anchor as its own positive",
+                        _batch_body("batch_hard_triplet_loss",
+                                    ("positive = same & ~torch.eye(len(labels), dtype=torch.bool, "
+                                     "device=labels.device)", "positive = same")), OWN_POSITIVE),
+            WrongAnswer("squared distances", _batch_body("batch_hard_triplet_loss", _SQUARED_MATRIX), SQUARED),
+            WrongAnswer("normalised embeddings", _batch_body("batch_hard_triplet_loss", prefix=_NORMALISE),
+                        NORMALISED),
+            WrongAnswer("mean over every anchor",
+                        _batch_body("batch_hard_triplet_loss",
+                                    ("F.relu(hardest_positive[has_both] - hardest_negative[has_both] + margin).mean()",
+                                     "F.relu(hardest_positive - hardest_negative + margin).sum() / len(labels)")),
+                        "averaging over every anchor instead of those with a positive and a negative"),
+        ),
+        checks=(_finite_gradients("batch_hard_triplet_loss", (_duplicate_rows(), torch.tensor([0, 1, 0, 1, 2])),
+                                  (0,), "with duplicate embeddings", margin=1.0),),
+    ),
+    GradedFunction(
+        name="semi_hard_triplets",
+        cases=_batch_cases,
+        fresh=_batch_fresh,
+        rtol=0.0, atol=0.0,
+        tolerance="index sets compared exactly after sorting; float64 inputs without near-ties at the boundaries",
+        normalize=_sorted_triplets,
+        wrong_answers=(
+            WrongAnswer("anchor as its own positive",
+                        _batch_body("semi_hard_triplets", ("valid = (same & not_self)", "valid = (same)")),
+                        OWN_POSITIVE),
+            WrongAnswer("every triplet inside the margin",
+                        _batch_body("semi_hard_triplets", ("valid & (gap > 0) & (gap <= margin)",
+                                                           "valid & (gap <= margin)")),
+                        "every triplet inside the margin, hard ones included: semi-hard negatives are FARTHER "
+                        "than the positive, d(a, p) < d(a, n)"),
+            WrongAnswer("hard negatives",
+                        _batch_body("semi_hard_triplets", ("valid & (gap > 0) & (gap <= margin)",
+                                                           "valid & (gap < 0)")),
+                        "hard negatives (closer than the positive) instead of semi-hard ones"),
+            WrongAnswer("squared distances", _batch_body("semi_hard_triplets", _SQUARED_MATRIX), SQUARED),
+            WrongAnswer("normalised embeddings", _batch_body("semi_hard_triplets", prefix=_NORMALISE), NORMALISED),
+        ),
+    ),
+    GradedFunction(
+        name="PKSampler",
+        test=_sampler_test,
+        adapter="list",
+        tolerance="properties of the batches (counts, distinct classes, replacement, seeds), not equality",
+        wrong_answers=(
+            WrongAnswer("small classes without replacement",
+                        "for _ in range(self.num_batches):\n"
+                        "    chosen = torch.randperm(len(self.classes), generator=self.generator)[: self.P]\n"
+                        "    batch = []\n"
+                        "    for c in chosen.tolist():\n"
+                        "        members = self.indices_of_class[c]\n"
+                        "        picks = torch.randperm(len(members), generator=self.generator)[: self.K]\n"
+                        "        batch.extend(members[picks].tolist())\n"
+                        "    yield batch",
+                        "classes with fewer than K samples must be sampled with replacement"),
+            WrongAnswer("classes with replacement",
+                        "for _ in range(self.num_batches):\n"
+                        "    chosen = torch.randint(len(self.classes), (self.P,), generator=self.generator)\n"
+                        "    batch = []\n"
+                        "    for c in chosen.tolist():\n"
+                        "        members = self.indices_of_class[c]\n"
+                        "        picks = torch.randint(len(members), (self.K,), generator=self.generator)\n"
+                        "        batch.extend(members[picks].tolist())\n"
+                        "    yield batch",
+                        "distinct classes"),
+            WrongAnswer("global random generator",
+                        "for _ in range(self.num_batches):\n"
+                        "    chosen = torch.randperm(len(self.classes))[: self.P]\n"
+                        "    batch = []\n"
+                        "    for c in chosen.tolist():\n"
+                        "        members = self.indices_of_class[c]\n"
+                        "        if len(members) >= self.K:\n"
+                        "            picks = torch.randperm(len(members))[: self.K]\n"
+                        "        else:\n"
+                        "            picks = torch.randint(len(members), (self.K,))\n"
+                        "        batch.extend(members[picks].tolist())\n"
+                        "    yield batch",
+                        "draw every random number from self.generator"),
+        ),
+    ),
+    GradedFunction(
+        name="recall_at_k",
+        cases=_recall_cases,
+        fresh=_recall_fresh,
+        # Recalls are multiples of 1/N; a float32 mean is off by ~1e-7 relative, a miscount by >= 1/N.
+        rtol=1e-6, atol=0.0,
+        tolerance="multiples of 1/N (N <= 80); float32 means are off by ~1e-7 relative",
+        wrong_answers=(
+            WrongAnswer("query is its own neighbour",
+                        "distances = torch.cdist(embeddings, embeddings)\n"
+                        "nearest = distances.topk(min(max(ks), len(labels)), dim=1, largest=False).indices\n"
+                        "found = (labels[nearest] == labels.unsqueeze(1)).cumsum(dim=1) > 0\n"
+                        "return {f'recall@{k}': found[:, min(k, nearest.shape[1]) - 1].double().mean().item() "
+                        "for k in ks}",
+                        "the query counted as its own nearest neighbour (leave it out: +inf on the diagonal)"),
+            WrongAnswer("precision at k",
+                        "distances = torch.cdist(embeddings, embeddings).fill_diagonal_(math.inf)\n"
+                        "k_max = min(max(ks), len(labels) - 1)\n"
+                        "hits = labels[distances.topk(k_max, dim=1, largest=False).indices] == labels.unsqueeze(1)\n"
+                        "return {f'recall@{k}': hits[:, :k].double().mean().item() for k in ks}",
+                        "precision@k (the fraction of the k neighbours of the class) instead of recall@k "
+                        "(at least one of the k)"),
+            WrongAnswer("farthest neighbours",
+                        "distances = torch.cdist(embeddings, embeddings).fill_diagonal_(-math.inf)\n"
+                        "k_max = min(max(ks), len(labels) - 1)\n"
+                        "nearest = distances.topk(k_max, dim=1, largest=True).indices\n"
+                        "found = (labels[nearest] == labels.unsqueeze(1)).cumsum(dim=1) > 0\n"
+                        "return {f'recall@{k}': found[:, min(k, k_max) - 1].double().mean().item() for k in ks}",
+                        f"the farthest neighbours instead of the nearest ({ARGMAX})"),
+            WrongAnswer("cosine neighbours",
+                        _NORMALISE + "distances = torch.cdist(embeddings, embeddings).fill_diagonal_(math.inf)\n"
+                        "k_max = min(max(ks), len(labels) - 1)\n"
+                        "nearest = distances.topk(k_max, dim=1, largest=False).indices\n"
+                        "found = (labels[nearest] == labels.unsqueeze(1)).cumsum(dim=1) > 0\n"
+                        "return {f'recall@{k}': found[:, min(k, k_max) - 1].double().mean().item() for k in ks}",
+                        NORMALISED),
+        ),
+    ),
+)
