@@ -447,6 +447,11 @@ def class_step_returning_a_new_image(img, model, target_y, l2_reg, learning_rate
     return _class_step(img, model, target_y, l2_reg, learning_rate, in_place=False)
 
 
+def class_step_also_returning_img(img, model, target_y, l2_reg, learning_rate):
+    _class_step(img, model, target_y, l2_reg, learning_rate)
+    return img
+
+
 def class_step_cs231n_style(img, model, target_y, l2_reg, learning_rate):
     """Correct alternative: makes img require grad and uses .backward(), as CS231n does."""
     img.requires_grad_(True)
@@ -495,6 +500,7 @@ WRONG: list[tuple[str, Callable, str]] = [
     ("class_visualization_update_step", class_step_with_unsquared_penalty, "not squared"),
     ("class_visualization_update_step", class_step_without_penalty, "without the L2 penalty"),
     ("class_visualization_update_step", class_step_returning_a_new_image, "update it in place"),
+    ("class_visualization_update_step", class_step_also_returning_img, "returns None"),
 ]
 
 CORRECT_ALTERNATIVES: list[tuple[str, Callable]] = [

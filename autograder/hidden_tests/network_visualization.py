@@ -781,6 +781,8 @@ def _run_class_step(student: Student, img: torch.Tensor, model: nn.Module, targe
     if not isinstance(updated, torch.Tensor) or torch.equal(updated, img):
         raise Failure(f"{name} did not change img ({context}); update it in place, e.g. "
                       "`with torch.no_grad(): img += learning_rate * g / g.norm()`.")
+    if out["returned"] is not None:
+        raise Failure(f"{name} returned {type(out['returned']).__name__}; it updates img in place and returns None.")
     return updated
 
 
