@@ -26,6 +26,7 @@ that can only be written one way do not flag on their own).
 
 from __future__ import annotations
 
+import multiprocessing as mp
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,8 +91,9 @@ class AnswerFingerprint(CodeFingerprint):
             filtered, offsets = code, np.array([])
         all_hashes = stable_kgram_hashes(filtered, k)
         hashes, idx = winnow(all_hashes, window_size=win_size, remove_duplicates=False)
-        if boilerplate is not None and len(boilerplate) and len(hashes):
-            keep = ~np.isin(hashes, boilerplate)
+        if boilerplate is not None and len(boilerplate) and len(hashes):  # boilerplate: sorted, distinct
+            where = np.searchsorted(boilerplate, hashes).clip(max=len(boilerplate) - 1)
+            keep = boilerplate[where] != hashes
             hashes, idx = hashes[keep], idx[keep]
         order = np.argsort(idx, kind="stable")
         self.filename = name
@@ -104,7 +106,7 @@ class AnswerFingerprint(CodeFingerprint):
         self.hash_array = np.unique(self.position_hashes)
         self.hashes = set(self.hash_array.tolist())
         self._hash_idx: dict[int, list[int]] | None = None
-        self.token_coverage = int(get_token_coverage(self.hash_idx, k, len(filtered))) if len(hashes) else 0
+        self.token_coverage = int(get_token_coverage({0: self.positions}, k, len(filtered))) if len(hashes) else 0
 
     @property
     def hash_idx(self) -> dict[int, list[int]]:  # type: ignore[override]
@@ -174,16 +176,45 @@ def overlap_tokens(queries: list[AnswerFingerprint | None], targets: list[np.nda
         if query is None or not len(query.positions):
             continue
         k, length = query.k, len(query.filtered_code)
+        if k >= 256:
+            raise ValueError(f"k = {k}: overlap_tokens counts window starts in uint8 and needs k < 256")
         where = np.searchsorted(vocabulary, query.position_hashes).clip(max=len(vocabulary) - 1)
         known = vocabulary[where] == query.position_hashes
-        starts = np.zeros((length + 1, len(targets)), dtype=np.int32)  # starts[p + 1, t]: k-gram at p is in t
-        if known.any():
-            starts[query.positions[known] + 1] = membership[:, where[known]].T.toarray()
-        cumulative = np.cumsum(starts, axis=0)
+        if not known.any():
+            continue
+        shared = membership[:, where[known]].T.toarray().astype(np.uint8)  # (P', T): k-gram p' is in t
+        columns = np.flatnonzero(shared.any(axis=0))  # targets sharing anything with this query
+        # starts[p + 1, t] = 1 when the k-gram at p is in t. Token j is covered when a k-gram starts in
+        # (j - k, j]: a windowed sum, taken as a difference of cumulative sums. uint8 wraps modulo 256, and a
+        # window holds at most k < 256 starts, so the difference is still exact.
+        starts = np.zeros((length + 1, len(columns)), dtype=np.uint8)
+        starts[query.positions[known] + 1] = shared[:, columns]
+        cumulative = np.cumsum(starts, axis=0, dtype=np.uint8)
         ends = np.arange(1, length + 1)
-        covered = cumulative[ends] - cumulative[np.clip(ends - k, 0, None)] > 0  # (length, T)
-        result[i] = covered.sum(axis=0)
+        covered = (cumulative[ends] - cumulative[np.clip(ends - k, 0, None)]) != 0  # (length, columns)
+        result[i, columns] = covered.sum(axis=0)
     return result
+
+
+_JOB_INPUTS: list[tuple[list[AnswerFingerprint | None], list[np.ndarray | None]]] = []
+
+
+def _overlap_job(index: int) -> np.ndarray:
+    return overlap_tokens(*_JOB_INPUTS[index])
+
+
+def overlap_tokens_many(problems: list[tuple[list[AnswerFingerprint | None], list[np.ndarray | None]]],
+                        jobs: int = 1) -> list[np.ndarray]:
+    """:func:`overlap_tokens` of each ``(queries, targets)``, in up to ``jobs`` forked processes."""
+    global _JOB_INPUTS
+    if jobs <= 1 or len(problems) <= 1 or "fork" not in mp.get_all_start_methods():
+        return [overlap_tokens(queries, targets) for queries, targets in problems]
+    _JOB_INPUTS = problems  # inherited by the forked workers: nothing large is pickled
+    try:
+        with mp.get_context("fork").Pool(min(jobs, len(problems))) as pool:
+            return pool.map(_overlap_job, range(len(problems)), chunksize=1)
+    finally:
+        _JOB_INPUTS = []
 
 
 @dataclass
@@ -250,15 +281,25 @@ class Scores:
         return a, b
 
 
-def student_scores(fingerprints: list[dict[str, AnswerFingerprint | None]], grade_ids: list[str]) -> Scores:
-    """Every student against every other, function by function (the same grade_id on both sides)."""
+def student_scores(fingerprints: list[dict[str, AnswerFingerprint | None]], grade_ids: list[str],
+                   jobs: int = 1) -> Scores:
+    """Every student against every other, function by function (the same grade_id on both sides).
+
+    Args:
+        fingerprints: per student, ``grade_id -> fingerprint`` (None or missing: no answer).
+        grade_ids: the functions (or written answers) to compare.
+        jobs: processes (one function per task).
+    """
     n = len(fingerprints)
     overlap = np.zeros((len(grade_ids), n, n), dtype=np.int64)
     coverage = np.zeros((len(grade_ids), n), dtype=np.int64)
+    problems = []
     for f, grade_id in enumerate(grade_ids):
         queries = [fps.get(grade_id) for fps in fingerprints]
-        overlap[f] = overlap_tokens(queries, [q.hash_array if q is not None else None for q in queries])
+        problems.append((queries, [q.hash_array if q is not None else None for q in queries]))
         coverage[f] = [q.token_coverage if q is not None else 0 for q in queries]
+    for f, matrix in enumerate(overlap_tokens_many(problems, jobs)):
+        overlap[f] = matrix
         np.fill_diagonal(overlap[f], 0)
     return Scores(grade_ids, overlap, coverage)
 

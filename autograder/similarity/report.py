@@ -70,7 +70,8 @@ def summary_table(run: SimilarityRun, limit: int = 20) -> str:
     """The short table printed on stdout: the top pairs of each table, what was skipped, where the report is."""
     lines = [f"{run.assignment}: {len(run.students)} submissions, {run.pairs_compared} pairs, "
              f"{len(run.sources)} known sources; threshold {run.threshold:g} "
-             f"(at least {run.min_tokens} shared tokens); {run.seconds:.1f} s"]
+             f"(at least {run.min_tokens} shared tokens); {run.seconds:.1f} s ("
+             + ", ".join(f"{k} {v:.1f} s" for k, v in run.timings.items()) + ")"]
     for title, pairs in _tables(run):
         lines.append(f"\n{title}: {len(pairs)} flagged")
         if not pairs:

@@ -75,6 +75,7 @@ class SimilarityRun:
     skipped: list[tuple[str, str]]
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: release, reading, scoring
 
     @property
     def pairs_compared(self) -> int:
@@ -129,6 +130,7 @@ def compare_assignment(assignment: str, submissions: list[Submission], against: 
     """Read, fingerprint and compare the ``submissions`` of one assignment."""
     start = time.perf_counter()
     release = load_release(assignment)
+    timings = {"release": time.perf_counter() - start}
     skipped = list(skipped or [])
     state = _State(release, boilerplate_hashes(release.boilerplate_code, "python"),
                    boilerplate_hashes(release.boilerplate_text, None))
@@ -142,6 +144,7 @@ def compare_assignment(assignment: str, submissions: list[Submission], against: 
             result.answers.notes.extend(sub.notes)
             students[sub.student] = result
     students = dict(sorted(students.items()))
+    timings["reading"] = time.perf_counter() - start - timings["release"]
 
     sources: dict[str, Author] = {}
     reference = reference_answers(release)
@@ -160,7 +163,7 @@ def compare_assignment(assignment: str, submissions: list[Submission], against: 
     code_ids, text_ids = list(release.code_stubs), list(release.markdown_stubs)
     names, source_names = list(students), list(sources)
     authors = list(students.values())
-    code_pairs = flagged_pairs(student_scores([a.code for a in authors], code_ids), names, names, "students",
+    code_pairs = flagged_pairs(student_scores([a.code for a in authors], code_ids, jobs), names, names, "students",
                                threshold, min_tokens)
     text_pairs = flagged_pairs(student_scores([a.markdown for a in authors], text_ids), names, names, "students",
                                threshold, min_tokens)
@@ -172,8 +175,9 @@ def compare_assignment(assignment: str, submissions: list[Submission], against: 
             source_scores([a.markdown for a in authors], text_ids, [s.whole_markdown for s in sources.values()]),
             names, source_names, "known source", threshold, min_tokens)
     notes = [f"{s}: {note}" for s, a in students.items() for note in a.answers.notes]
+    timings["scoring"] = time.perf_counter() - start - timings["release"] - timings["reading"]
     return SimilarityRun(assignment, threshold, min_tokens, students, sources, code_pairs, text_pairs,
-                         sorted(skipped), notes, time.perf_counter() - start)
+                         sorted(skipped), notes, time.perf_counter() - start, timings)
 
 
 @dataclass
