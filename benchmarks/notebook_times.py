@@ -1,0 +1,95 @@
+"""Time every source notebook end to end on this machine's device (CUDA where present), without Jupyter.
+
+Runs each notebook's code cells in order in one namespace, with the solutions in place and the hidden
+blocks cut out (what a student who solved everything runs), in normal mode or in grading mode
+(``--grading``: ``NBGRADER_EXECUTION=autograde``, the budgets the autograder uses). Needs only torch,
+torchvision and the notebooks' own imports, so it runs on a bare GPU machine where no Jupyter is
+installed. Prints one line per notebook: device, seconds, and the first error if a cell failed.
+
+    python benchmarks/notebook_times.py                       # every assignment, normal mode
+    python benchmarks/notebook_times.py --grading mask_rcnn   # one assignment, grading budgets
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import re
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?", re.MULTILINE | re.DOTALL)
+MAGIC = re.compile(r"^\s*[%!].*$", re.MULTILINE)
+
+
+def notebook_code(path: Path) -> list[str]:
+    """The code cells of a source notebook, hidden blocks and IPython magics removed."""
+    nb = json.loads(path.read_text())
+    cells = []
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            source = "".join(cell["source"])
+            cells.append(MAGIC.sub("", HIDDEN.sub("", source)))
+    return cells
+
+
+def run(assignment: str, grading: bool) -> tuple[float, str]:
+    """Execute one notebook's code in a fresh namespace; return (seconds, first error or '')."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = ROOT / "assignments" / "source" / assignment
+    os.environ.pop("NBGRADER_EXECUTION", None)
+    if grading:
+        os.environ["NBGRADER_EXECUTION"] = "autograde"
+    namespace: dict[str, object] = {"__name__": "__main__"}
+    start = time.perf_counter()
+    cwd = os.getcwd()
+    os.chdir(folder)
+    error = ""
+    try:
+        for i, code in enumerate(notebook_code(folder / f"{assignment}.ipynb")):
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    exec(compile(code, f"{assignment}.ipynb cell {i}", "exec"), namespace)  # noqa: S102
+            except Exception as exc:  # noqa: BLE001 - report the first failing cell and stop
+                error = f"cell {i}: {type(exc).__name__}: {exc}"
+                traceback.print_exc(limit=3)
+                break
+            plt.close("all")
+    finally:
+        os.chdir(cwd)
+    return time.perf_counter() - start, error
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("assignments", nargs="*", help="assignments (default: all source notebooks)")
+    parser.add_argument("--grading", action="store_true", help="grading-mode budgets (NBGRADER_EXECUTION)")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    names = args.assignments or sorted(p.name for p in (ROOT / "assignments" / "source").iterdir()
+                                       if (p / f"{p.name}.ipynb").exists())
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    failed = 0
+    print(f"{'assignment':24s} {'mode':8s} {'device':24s} {'seconds':>8s}  error")
+    for name in names:
+        seconds, error = run(name, args.grading)
+        failed += bool(error)
+        print(f"{name:24s} {'grading' if args.grading else 'normal':8s} {device:24s} {seconds:8.1f}  {error}",
+              flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
