@@ -26,6 +26,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import zipfile
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -57,7 +58,7 @@ from autograder.similarity.samples import (
 OCCLUSION_QUESTION = "inline_question_occlusion"
 EXPECTED_STUDENT_PAIRS = {("copy-of-a", "indep-a"), ("indep-b", "one-func"), ("ref-copy", "ref-disguised")}
 EXPECTED_SOURCE_PAIRS = {("ref-copy", "reference solution"), ("ref-disguised", "reference solution"),
-                         ("indep-b", "solutions.py")}
+                         ("indep-b", "found_online/solutions.py")}
 
 
 def _disguised(source: nbformat.NotebookNode, bodies: dict[str, str], seed: int) -> dict[str, str]:
@@ -169,7 +170,7 @@ def test_copy_of_the_reference_is_flagged_against_the_known_source(run: Similari
     sources = _pairs(run, "known source")
     assert sources[("ref-copy", "reference solution")].score_a == pytest.approx(1.0)
     assert sources[("ref-disguised", "reference solution")].score_a >= 0.9
-    online = sources[("indep-b", "solutions.py")]
+    online = sources[("indep-b", "found_online/solutions.py")]
     assert [f.grade_id for f in online.functions] == ["compute_saliency_maps"]
 
 
@@ -275,6 +276,21 @@ def test_command_gives_the_same_csv_as_another_run(corpus: Path, report: Path, t
     rows = list(csv.DictReader(io.StringIO((tmp_path / "similarity.csv").read_text())))
     assert {(r["student_a"], r["student_b"]) for r in rows if r["kind"] == "students"} == EXPECTED_STUDENT_PAIRS
     assert "Students sharing code: 3 flagged" in done.stdout and "copy-of-a" in done.stdout
+
+
+def test_zip_with_both_layouts_compares_the_newest_file_per_student(corpus: Path, tmp_path: Path) -> None:
+    """The inputs of ``grade``: a zip, LMS and nbgrader layouts mixed, an older resubmission superseded."""
+    folder = corpus / "submissions"
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(folder / f"blank_{ASSIGNMENT}.ipynb", f"indep-a_2024-03-01T10-00-00_{ASSIGNMENT}.ipynb")
+        zf.write(folder / f"indep-a_{ASSIGNMENT}.ipynb", f"indep-a_2024-03-02T10-00-00_{ASSIGNMENT}.ipynb")
+        zf.write(folder / f"copy-of-a_{ASSIGNMENT}.ipynb", f"submitted/copy-of-a/{ASSIGNMENT}/{ASSIGNMENT}.ipynb")
+        zf.write(folder / f"indep-b_{ASSIGNMENT}.ipynb", f"submitted/indep-b/{ASSIGNMENT}/{ASSIGNMENT}.ipynb")
+    (result,) = compare_submissions(archive, jobs=1)
+    assert sorted(result.students) == ["copy-of-a", "indep-a", "indep-b"]
+    assert "2024-03-02" in result.students["indep-a"].answers.origin
+    assert [(p.a, p.b) for p in result.code_pairs if p.kind == "students"] == [("copy-of-a", "indep-a")]
 
 
 def test_own_text_drops_the_stub_but_keeps_edits() -> None:

@@ -206,20 +206,20 @@ def known_sources(paths: list[Path], release: Release) -> tuple[list[Answers], l
     Returns:
         ``(sources, problems)``: the readable sources, and ``(path, reason)`` for the others.
     """
-    files: list[Path] = []
+    files: list[tuple[Path, str]] = []  # (file, its name in the report)
     problems: list[tuple[str, str]] = []
     for path in paths:
         path = Path(path)
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.suffix in SOURCE_SUFFIXES and p.is_file()
-                                and not any(part.startswith(".") for part in p.relative_to(path).parts)))
+            files.extend((p, f"{path.name}/{p.relative_to(path).as_posix()}") for p in sorted(path.rglob("*"))
+                         if p.suffix in SOURCE_SUFFIXES and p.is_file()
+                         and not any(part.startswith(".") for part in p.relative_to(path).parts))
         elif path.is_file():
-            files.append(path)
+            files.append((path, path.name))
         else:
             problems.append((str(path), "no such file or folder"))
     sources = []
-    for file in files:
-        name = file.name if len(files) == len(paths) else str(file)
+    for file, name in files:
         try:
             sources.append(_read_source(file, release, name))
         except (BadInput, OSError, UnicodeDecodeError) as exc:
