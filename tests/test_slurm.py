@@ -302,9 +302,13 @@ def test_a_cancelled_shard_resumes_without_regrading_its_finished_students(slurm
         if i != index:
             shutil.copytree(clean / f"shard_{i}", out / f"shard_{i}")
     shard_out = out / f"shard_{index}"
-    args = ["--shards", "3", "--jobs", "1", *LIMITS, "--only", str(index)]
+    (out / "logs").mkdir()
+    # A rerun of one shard, as slurm/grade_shards.sbatch documents it: sbatch --array=I ... N
+    rerun = ["sbatch", "--parsable", f"--array={index}", "--cpus-per-task=1", "--mem=4G",
+             f"--output={out}/logs/%x-%A_%a.out", str(REPO_ROOT / "slurm" / "grade_shards.sbatch"),
+             str(clean_run["submissions"]), str(out), "3", *LIMITS]
 
-    job, _, _ = slurm.submit(*args, "--no-merge", str(clean_run["submissions"]), str(out))
+    job = int(slurm.run(*rerun).stdout.strip().split(";")[0])
     stamps = shard_out / "grading" / "example"
     deadline = time.monotonic() + 240
     while not list(stamps.glob("*.input")):
@@ -325,7 +329,7 @@ def test_a_cancelled_shard_resumes_without_regrading_its_finished_students(slurm
     assert [p for p in early.problems if f"shard {index}/3 ({shard_out}) did not finish" in p
             and all(f"{s} (example)" in p for s in unfinished)], early.problems
 
-    job, _, _ = slurm.submit(*args, "--no-merge", str(clean_run["submissions"]), str(out))
+    job = int(slurm.run(*rerun).stdout.strip().split(";")[0])
     slurm.wait(job)
     assert slurm.states(job) == {f"{job}_{index}": ("COMPLETED", "0:0")}, slurm.diagnostics()
     log = (out / "logs" / f"dlcv-grade-{job}_{index}.out").read_text()
