@@ -14,13 +14,13 @@ What the merge checks:
 - every folder given is a shard output (it has ``shard.json``);
 - every student of the split (each manifest holds the whole split) has a result in one of
   the folders. Students without one are reported by shard: the shard did not finish
-  (killed, node lost, time limit), or was not given / never started.
+  (killed, node lost, time limit), or was not given / never started;
+- a student with results in two folders (a shard re-run elsewhere, a different split) keeps
+  the result graded last, and the merge says which it kept.
 
 Without ``partial``, any problem (a folder that is not a shard output, a student without a
 result) means nothing is written and the command exits 1; with it, the course is written
-without the missing students (``tests.csv`` and ``grades.csv`` do not list them);
-- a student with results in two folders (a shard re-run elsewhere, a different split) keeps
-  the result graded last, and the merge says which it kept.
+without the missing students (``tests.csv`` and ``grades.csv`` do not list them).
 
 Manual grading (formgrade) belongs on the merged course: results carry the autograder's
 scores only.
