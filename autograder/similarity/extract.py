@@ -50,7 +50,7 @@ class Release:
         boilerplate_code: every code cell of the release, joined: never counts as similarity.
         boilerplate_text: every markdown cell of the release, joined.
         functions: ``grade_id -> names of the functions its stub defines`` (to read known sources).
-        graded: grade_ids of every graded cell (tests included), to tell a wrong assignment.
+        notebook: the release notebook itself.
     """
 
     assignment: str
@@ -59,7 +59,6 @@ class Release:
     boilerplate_code: str
     boilerplate_text: str
     functions: dict[str, list[str]]
-    graded: set[str]
     notebook: nbformat.NotebookNode
 
 
@@ -100,7 +99,6 @@ def load_release(assignment: str, workdir: Path | None = None) -> Release:
     Raises:
         FileNotFoundError: no source notebook for ``assignment``.
     """
-    from autograder.execution.tampering import graded_ids
     from autograder.releasing.course import generate_assignment, make_course_dir
 
     source_notebook(assignment)
@@ -125,7 +123,6 @@ def load_release(assignment: str, workdir: Path | None = None) -> Release:
         boilerplate_code="\n\n".join(c.source for c in nb.cells if c.cell_type == "code"),
         boilerplate_text="\n\n".join(c.source for c in nb.cells if c.cell_type == "markdown"),
         functions=functions,
-        graded=set(graded_ids(nb)),
         notebook=nb,
     )
 

@@ -112,6 +112,9 @@ def index_page(run: SimilarityRun, links: dict[int, str]) -> str:
                         f"<td>{_e(p.b)}</td><td>{p.score_a:.2f}</td><td>{p.score_b:.2f}</td><td>{p.tokens}</td>"
                         f"<td>{_e(', '.join(_function_label(f) for f in p.functions))}</td></tr>")
         body.append("</table>")
+    if run.notes:
+        body.append(f"<h2>Notes ({len(run.notes)})</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in run.notes)
+                    + "</ul>")
     body.append(f"<h2>Skipped ({len(run.skipped)})</h2>")
     if run.skipped:
         body.append("<table><tr><th>file</th><th>reason</th></tr>"
