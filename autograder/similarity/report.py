@@ -136,8 +136,9 @@ def pair_page(run: SimilarityRun, pair: Pair, prose: bool) -> str:
             f"tokens. <a href='../index.html'>Back to the index</a>.</p>"]
     for match in pair.functions:
         fp_left = (left.markdown if prose else left.code).get(match.grade_id)
-        if pair.kind == "known source":
-            fp_right = right.whole_markdown if prose else right.whole_code
+        if pair.kind == "known source":  # the source's own part for this function when it has one, else all of it
+            fp_right = (right.markdown if prose else right.code).get(match.grade_id) \
+                or (right.whole_markdown if prose else right.whole_code)
         else:
             fp_right = (right.markdown if prose else right.code).get(match.grade_id)
         if fp_left is None or fp_right is None:
