@@ -78,10 +78,10 @@ def summary_table(run: SimilarityRun, limit: int = 20) -> str:
             continue
         width_a = max(len(p.a) for p in pairs[:limit])
         width_b = max(len(p.b) for p in pairs[:limit])
-        lines.append(f"  {'score':>5}  {'a->b':>5}  {'b->a':>5}  {'tokens':>6}  {'a':<{width_a}}  {'b':<{width_b}}"
-                     "  functions")
+        lines.append(f"  {'score':>5}  {'a in b':>6}  {'b in a':>6}  {'tokens':>6}  {'a':<{width_a}}  "
+                     f"{'b':<{width_b}}  functions")
         for p in pairs[:limit]:
-            lines.append(f"  {p.score:5.2f}  {p.score_a:5.2f}  {p.score_b:5.2f}  {p.tokens:6d}  {p.a:<{width_a}}  "
+            lines.append(f"  {p.score:5.2f}  {p.score_a:6.2f}  {p.score_b:6.2f}  {p.tokens:6d}  {p.a:<{width_a}}  "
                          f"{p.b:<{width_b}}  {', '.join(f.grade_id for f in p.functions)}")
         if len(pairs) > limit:
             lines.append(f"  ... and {len(pairs) - limit} more")
@@ -104,8 +104,8 @@ def index_page(run: SimilarityRun, links: dict[int, str]) -> str:
         if not pairs:
             body.append("<p>none</p>")
             continue
-        body.append("<table><tr><th>#</th><th>score</th><th>a</th><th>b</th><th>a&rarr;b</th><th>b&rarr;a</th>"
-                    "<th>tokens</th><th>functions</th></tr>")
+        body.append("<table><tr><th>#</th><th>score</th><th>a</th><th>b</th><th>share of a in b</th>"
+                    "<th>share of b in a</th><th>tokens</th><th>functions (a/b)</th></tr>")
         for number, p in enumerate(pairs, start=1):
             link = links[id(p)]
             body.append(f"<tr><td>{number}</td><td><a href='{link}'>{p.score:.2f}</a></td><td>{_e(p.a)}</td>"
