@@ -25,7 +25,7 @@ from tests.corpus.build import CASES, MEMORY_LIMIT, OLDER_TWICE, Case, build_cor
 pytestmark = pytest.mark.notebook
 
 #: Per-submission limits of the corpus run (the infinite loop costs one cell timeout).
-LIMITS = dict(timeout=150.0, cell_timeout=12.0, memory=MEMORY_LIMIT)
+LIMITS = dict(timeout=150.0, cell_timeout=30.0, memory=MEMORY_LIMIT)
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,7 @@ def test_references_command_reports_new_unchanged_and_changed(monkeypatch, tmp_p
     import torch
 
     from autograder import __main__ as cli
-    from autograder import references
+    from autograder.judging import references
 
     monkeypatch.setattr(references, "REFERENCE_DIR", tmp_path)
     assert cli.main(["references", "example"]) == 0

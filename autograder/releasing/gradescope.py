@@ -80,7 +80,7 @@ def build(assignment: str, dist: Path, timeout: float = 1200.0, memory: int = 3 
         "assignments/nbgrader_config.py": (REPO_ROOT / "assignments" / "nbgrader_config.py").read_bytes(),
     }
     for package in ("autograder", "cs_lib"):
-        for path in sorted((REPO_ROOT / package).rglob("*.py")):
+        for path in sorted([*(REPO_ROOT / package).rglob("*.py"), *(REPO_ROOT / package).rglob("*.sh")]):
             if "__pycache__" not in path.parts:
                 files[path.relative_to(REPO_ROOT).as_posix()] = path.read_bytes()
     reference = REPO_ROOT / "autograder" / "references" / f"{assignment}.pt"
