@@ -264,11 +264,15 @@ def _inplace_hint(inplace: bool) -> str:
 
 
 @functools.cache
+def _answer_sources() -> dict[str, str]:
+    """``{grade_id: source}`` of the source notebook's answer cells (read once)."""
+    nb = nbformat.read(source_notebook(ASSIGNMENT), as_version=4)
+    return {c.metadata.get("nbgrader", {}).get("grade_id", ""): c.source for c in answer_cells(nb)}
+
+
 def _solution_body(name: str) -> str:
     """The reference body of ``name`` (the code between BEGIN/END SOLUTION), flush-left."""
-    nb = nbformat.read(source_notebook(ASSIGNMENT), as_version=4)
-    cell = next(c for c in answer_cells(nb) if c.metadata.get("nbgrader", {}).get("grade_id") == name)
-    match = SOLUTION_REGION.search(cell.source)
+    match = SOLUTION_REGION.search(_answer_sources()[name])
     if match is None:
         raise ValueError(f"answer cell '{name}' of {ASSIGNMENT} has no solution region")
     return textwrap.dedent("\n".join(match.group(0).splitlines()[1:-1])) + "\n"
