@@ -286,8 +286,15 @@ def test_three_array_tasks_and_the_merge_job_give_the_single_machine_grades(slur
     for student in (p.name for p in clean_run["submissions"].iterdir()):  # all graded by a kernel
         assert (merged / "feedback" / student / "example" / "example.html").exists()
         assert (merged / "autograded" / student / "example" / "example.ipynb").exists()
+    grading = []  # per task: (submissions, seconds inside grade) from the task's log
+    for i in range(3):
+        log = (out / "logs" / f"dlcv-grade-{clean_run['array']}_{i}.out").read_text()
+        graded = re.search(r"shard \d/3: graded (\d+) submissions in ([\d.]+) s", log)
+        assert graded, log
+        grading.append(f"{graded.group(1)} in {float(graded.group(2)):.0f} s")
     print(f"\nSlurm: grade --jobs 2 {clean_run['single_seconds']:.1f} s; 3 array tasks (1 core each) "
-          f"{clean_run['array_seconds']:.1f} s; with the merge job {clean_run['merged_seconds']:.1f} s")
+          f"{clean_run['array_seconds']:.1f} s (inside grade: {', '.join(grading)}); with the merge job "
+          f"{clean_run['merged_seconds']:.1f} s")
 
 
 def test_a_cancelled_shard_resumes_without_regrading_its_finished_students(slurm: LocalSlurm,
