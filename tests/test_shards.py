@@ -244,11 +244,13 @@ def test_a_rerun_skips_unchanged_submissions_and_regrades_changed_ones_forced_on
     subs = work / "resume" / "submissions"
     shutil.copytree(batch["subs"], subs)
 
+    (out / "gradebook.db").unlink()  # as if the run had died before its gradebook step
     again = grade(subs, out, shard=Shard(index, 3), **options)
     assert (again.graded, again.resumed) == (0, len(students))
     assert f"({len(students)} kept from an earlier run with the same input" in again.summary()
     assert {s: read_stamp(out, "example", s) for s in students} == before
-    assert (out / "tests.csv").read_text() == (work / f"shard_{index}" / "tests.csv").read_text()
+    for name in ("tests.csv", "grades.csv"):  # the kept results went back into the gradebook
+        assert (out / name).read_text() == (work / f"shard_{index}" / name).read_text()
 
     changed = students[0]
     (subs / f"{changed}_example.ipynb").write_text("another wrong file")

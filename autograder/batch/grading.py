@@ -209,7 +209,8 @@ def grade(submissions: Path, out: Path, jobs: int | None = None, limits: Limits 
                 if bar is not None:
                     bar.close()
             pending = [(r, stamps[(r.assignment, r.student)]) for r in results]
-            pending += [(r, s) for r, s in kept if not s.in_gradebook]
+            present = gradebook_submissions(out)  # a killed run may have stored results it never merged
+            pending += [(r, s) for r, s in kept if not s.in_gradebook or (r.assignment, r.student) not in present]
             add_to_gradebook(out, pending)
             grades_csv = export_grades(db_url(out), out / "grades.csv")
             tests_csv = write_test_csv(load_results(out), out / "tests.csv")
@@ -366,6 +367,14 @@ def add_to_gradebook(out: Path, results: list[tuple[SubmissionResult, ResultStam
         merge_into_gradebook(url, result, [result.assignment])
         stamp.in_gradebook = True
         write_atomically(stamp_path(out, result.assignment, result.student), stamp.to_json())
+
+
+def gradebook_submissions(out: Path) -> set[tuple[str, str]]:
+    """The (assignment, student) pairs that have a submission in ``out``'s gradebook."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(db_url(out)) as gb:
+        return {(a.name, sub.student.id) for a in gb.assignments for sub in a.submissions}
 
 
 def _fresh_dir(path: Path, create: bool = True) -> Path:
