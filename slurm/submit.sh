@@ -12,7 +12,8 @@
 #   --no-merge           no merge job
 #   --partial            merge even if a shard failed (its students are listed, not graded)
 #
-# Run it from the repository root on the login node. It sets up the virtual environment once
+# Run it on the login node (from any folder: it uses the checkout it lives in, which the nodes
+# must see at the same path). It sets up the virtual environment once
 # (.ci/venv.sh; or DLCV_VENV=/path/to/venv), counts each shard's submissions, derives the task
 # resources from the limits (python -m autograder.batch.shards; see slurm/grade_shards.sbatch):
 #   --cpus-per-task=J  --mem=J x memory + 2 GiB  --time=ceil(S/J) x (timeout + 120 s) + 10 min
