@@ -14,6 +14,7 @@ class that has one sample, and in float64. The last test trains batch-hard on th
 from __future__ import annotations
 
 import ast
+import time
 import types
 
 import numpy as np
@@ -28,6 +29,9 @@ from autograder.hidden_tests import triplet_embeddings as spec_module
 from autograder.judging.solutions import load_solutions
 
 F64 = torch.float64
+#: The training test's recipe: Adam with a one-cycle schedule. 400 steps reached Recall@1 0.987 in 34 s of CPU
+#: time (one thread); a global-average-pooled head instead of the 3x3 one reached only 0.975.
+TRAINING_STEPS, TRAINING_LR = 400, 5e-3
 
 
 @pytest.fixture(scope="module")
@@ -307,3 +311,52 @@ def test_every_function_runs_on_cuda_and_agrees_with_the_cpu(sol) -> None:
                                sol.contrastive_loss(x[:8], x[8:16], y[:8] == y[8:16]))
     torch.testing.assert_close(sol.triplet_loss(xc[:5], xc[5:10], xc[10:15]).cpu(),
                                sol.triplet_loss(x[:5], x[5:10], x[10:15]))
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def test_batch_hard_training_on_the_mnist_test_split_reaches_recall_at_1_of_098(sol, mnist_root) -> None:
+    """Batch-hard with the reference loss and P×K sampler, on 8,000 MNIST test images, for under a minute.
+
+    Recall@1 is leave-one-out among the other ~2,000 images of the split (never trained on). The time limit
+    is on the process's CPU time: with one thread it equals the wall time of an idle machine, and it does
+    not fail when other jobs share the CPU.
+    """
+    from cs_lib.data import load_digits
+
+    data = load_digits("mnist", root=mnist_root, download=False)
+    assert data.source == "mnist test" and len(data.labels) == 10_000
+    images, labels = (data.images - 0.1307) / 0.3081, data.labels
+    held_out = torch.rand(len(labels), generator=torch.Generator().manual_seed(0)) < 0.2
+    torch.manual_seed(0)
+    width = 16
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, width, 3, padding=1), torch.nn.BatchNorm2d(width), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(width, 2 * width, 3, padding=1), torch.nn.BatchNorm2d(2 * width), torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(2 * width, 2 * width, 3, padding=1), torch.nn.BatchNorm2d(2 * width), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(3), torch.nn.Flatten(), torch.nn.Linear(18 * width, 64))   # keeps a 3x3 layout
+    steps, lr = TRAINING_STEPS, TRAINING_LR
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
+    train_images, train_labels = images[~held_out], labels[~held_out]
+    wall, cpu = time.perf_counter(), time.process_time()
+    model.train()
+    for batch in sol.PKSampler(train_labels, P=10, K=10, num_batches=steps, seed=0):
+        idx = torch.tensor(batch)
+        loss = sol.batch_hard_triplet_loss(model(train_images[idx]), train_labels[idx], margin=0.5)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    model.eval()
+    with torch.no_grad():
+        embeddings = torch.cat([model(chunk) for chunk in images[held_out].split(1000)])
+    recall = sol.recall_at_k(embeddings, labels[held_out], ks=(1, 8))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    print(f"batch-hard, {steps} steps of 10 x 10 MNIST test images: Recall@1 {recall['recall@1']:.4f}, "
+          f"Recall@8 {recall['recall@8']:.4f} on {int(held_out.sum())} held-out images; "
+          f"{cpu:.1f} s CPU, {wall:.1f} s wall")
+    assert recall["recall@1"] >= 0.98, recall
+    assert cpu < 60, f"training and evaluation took {cpu:.1f} s of CPU time"
