@@ -190,6 +190,10 @@ def grade(submissions: Path, out: Path, jobs: int | None = None, limits: Limits 
                     warm_up(template, names[0], work)
                 except Exception:  # noqa: BLE001 - only an optimization
                     pass
+            if job_list:
+                from autograder.judging.judge import warm_up as warm_up_judges
+
+                warm_up_judges(sorted({job.submission.assignment for job in job_list}))
             bar = _progress_bar(len(job_list)) if progress and job_list else None
             stamps: dict[tuple[str, str], ResultStamp] = {}
 

@@ -152,6 +152,7 @@ class ResilientExecute(Execute):
             self._watchdog.stop()
             if self._judge is not None:
                 self._judge.shutdown()
+                report["judge_seconds"] = self._judge.seconds
             report["restarts"] = self.restarts
             report["peak_rss"] = self._watchdog.peak
             report["network"] = self._network_note

@@ -235,6 +235,7 @@ def _timings(root: Path, setup: float, total: float) -> dict[str, float]:
         timings["cells"] = float(data.get("cell_seconds", 0.0))
         timings["restarts"] = float(data.get("restarts", 0))
         timings["peak_rss"] = float(data.get("peak_rss", 0))
+        timings["judge"] = float(data.get("judge_seconds", 0.0))
     return timings
 
 

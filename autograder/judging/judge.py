@@ -21,7 +21,7 @@ import io
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,6 +184,29 @@ def run_test(assignment: str, spec: GradedFunction, student: RemoteFunction) -> 
     return Verdict(spec.grade_id, True, f"{spec.name}: hidden tests passed")
 
 
+def warm_up(assignments: Iterable[str]) -> None:
+    """Load what the judges of ``assignments`` need (torch, specs, solutions, wrong answers, stored cases).
+
+    The grading processes are forked from the one that calls this, so each starts with all of it
+    loaded instead of importing and compiling it again per submission. Runs with one torch thread, so
+    that no thread pool exists at fork time.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for assignment in assignments:
+            try:
+                specs = load_specs(assignment)
+            except (KeyError, AttributeError):
+                continue
+            load_solutions(assignment)
+            for spec in specs.values():
+                wrong_answer_functions(assignment, spec)
+                stored_cases(assignment, spec)
+    finally:
+        torch.set_num_threads(before)
+
+
 def judge_in_process(assignment: str, fn: Callable[..., Any]) -> None:
     """The TA's path: run the hidden test of ``fn`` here (``cs_lib.judge_client.judge`` calls it).
 
@@ -221,6 +244,7 @@ class Judge:
         self.socket_path = socket_path
         self.max_reply_bytes = max_reply_bytes
         self.verdicts: dict[str, Verdict] = {}
+        self.seconds = 0.0  # spent judging (reference, comparison, and waiting for the kernel's answers)
         self._lock = threading.Lock()
         self._window: _Window | None = None
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -282,7 +306,9 @@ class Judge:
                 verdict = Verdict(window.grade_id, False, f"the grader has no hidden test for {window.grade_id}")
             else:
                 channel = SocketChannel(conn, self.max_reply_bytes)
+                start = time.monotonic()
                 verdict = run_test(self.assignment, spec, RemoteFunction(spec.name, channel, spec.adapter))
+                self.seconds += time.monotonic() - start
             window.verdict = verdict
             self.verdicts[window.grade_id] = verdict
             try:

@@ -14,7 +14,9 @@ inputs drawn at grading time.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import textwrap
 import types
 from collections.abc import Callable
@@ -45,13 +47,15 @@ def load_namespace(assignment: str) -> dict[str, Any]:
     path = source_notebook(assignment)
     nb = nbformat.read(path, as_version=4)
     namespace: dict[str, Any] = {"__name__": f"autograder.solutions.{assignment}"}
-    for cell in answer_cells(nb):
-        code = compile(cell.source, f"{path.name}:{cell.metadata.get('nbgrader', {}).get('grade_id', 'imports')}",
-                       "exec")
-        exec(code, namespace)  # noqa: S102 - our own source notebook
+    # The imports cell prints (the device, say): that belongs in the notebook, not in the grader's output.
+    with contextlib.redirect_stdout(io.StringIO()):
+        for cell in answer_cells(nb):
+            name = cell.metadata.get("nbgrader", {}).get("grade_id", "imports")
+            exec(compile(cell.source, f"{path.name}:{name}", "exec"), namespace)  # noqa: S102 - our own notebook
     return namespace
 
 
+@functools.cache
 def variant(assignment: str, name: str, body: str) -> Callable[..., Any]:
     """The reference function ``name`` with its solution region replaced by ``body`` (a wrong answer).
 
