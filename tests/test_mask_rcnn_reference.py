@@ -254,3 +254,31 @@ def test_thirty_iterations_on_a_fixed_batch_lower_every_loss_term(single_torch_t
     for name in ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg", "loss"):
         first, last = np.mean(history[name][:3]), np.mean(history[name][-3:])
         assert last < first, f"{name}: {first:.4f} -> {last:.4f}"
+
+
+def test_pennfudan_dataset_reads_the_tutorial_layout(tmp_path) -> None:  # noqa: ANN001
+    """A two-image stand-in for PennFudanPed/ (PNGImages/*.png, PedMasks/*_mask.png with instance ids)."""
+    from PIL import Image
+
+    from cs_lib.data import PennFudanDataset
+
+    root = tmp_path / "PennFudanPed"
+    (root / "PNGImages").mkdir(parents=True)
+    (root / "PedMasks").mkdir()
+    ids = np.zeros((40, 60), dtype=np.uint8)
+    ids[5:30, 10:20] = 1
+    ids[8:38, 30:55] = 2
+    for name in ("FudanPed00002", "FudanPed00001"):
+        Image.fromarray(np.full((40, 60, 3), 128, dtype=np.uint8)).save(root / "PNGImages" / f"{name}.png")
+        Image.fromarray(ids).save(root / "PedMasks" / f"{name}_mask.png")
+    data = PennFudanDataset(root)
+    assert data.names == ["FudanPed00001.png", "FudanPed00002.png"]
+    image, target = data[0]
+    assert image.shape == (3, 40, 60) and image.dtype == torch.float32 and float(image.max()) <= 1.0
+    assert target["boxes"].tolist() == [[10.0, 5.0, 20.0, 30.0], [30.0, 8.0, 55.0, 38.0]]
+    assert target["labels"].tolist() == [1, 1] and target["masks"].shape == (2, 40, 60)
+    small = PennFudanDataset(root, indices=[1], max_size=30)
+    image, target = small[0]
+    assert image.shape == (3, 20, 30) and target["masks"].shape == (2, 20, 30)
+    with pytest.raises(FileNotFoundError, match="download.py pennfudan"):
+        PennFudanDataset(tmp_path / "missing")
