@@ -70,7 +70,7 @@ return loss, (int(num_active) / num_valid if num_valid else 0.0)
     "batch_hard_triplet_loss": """\
 distances = pairwise_distances(embeddings)
 same = labels.unsqueeze(0) == labels.unsqueeze(1)
-positive = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+positive = same.clone().fill_diagonal_(False)
 hardest_positive = distances.masked_fill(~positive, -math.inf).amax(dim=1)
 hardest_negative = distances.masked_fill(same, math.inf).amin(dim=1)
 has_both = positive.any(dim=1) & (~same).any(dim=1)
@@ -487,8 +487,8 @@ SPECS = (
                         "argmin where argmax was meant (the hardest positive is the FARTHEST sample of the class)"),
             WrongAnswer("anchor as its own positive",
                         _batch_body("batch_hard_triplet_loss",
-                                    ("positive = same & ~torch.eye(len(labels), dtype=torch.bool, "
-                                     "device=labels.device)", "positive = same")), OWN_POSITIVE),
+                                    ("positive = same.clone().fill_diagonal_(False)", "positive = same")),
+                        OWN_POSITIVE),
             WrongAnswer("squared distances", _batch_body("batch_hard_triplet_loss", _SQUARED_MATRIX), SQUARED),
             WrongAnswer("normalised embeddings", _batch_body("batch_hard_triplet_loss", prefix=_NORMALISE),
                         NORMALISED),
