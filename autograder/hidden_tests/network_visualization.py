@@ -928,3 +928,11 @@ SPECS = (
 )
 
 _UNNORMALIZED_HINT = SPECS[4].wrong_answers[0].hint
+
+
+def warm_up() -> None:
+    """Build what every test of this module needs (SqueezeNet, the answer cells, the stored cases), so that
+    grading processes forked afterwards start with it (``autograder.judging.judge.warm_up`` may call this)."""
+    _pristine_squeezenet()
+    _answer_sources()
+    load_reference(ASSIGNMENT)

@@ -726,3 +726,14 @@ SPECS = (
                    tolerance="float64 loop: losses to 1e-8 relative, image to 1e-6 (module docstring)",
                    wrong_answers=LOOP_WRONG, forgeable=("the returned image is detached",)),
 )
+
+
+def warm_up() -> None:
+    """Build what every test of this module needs (the SqueezeNet features in float32 and float64, the
+    stand-ins, the stored cases), so that grading processes forked afterwards start with it
+    (``autograder.judging.judge.warm_up`` may call this)."""
+    squeezenet_features(REFERENCE_SEED)
+    _float64_features(REFERENCE_SEED)
+    stand_in_functions()
+    _loop_setup()
+    load_reference(ASSIGNMENT)
