@@ -191,6 +191,8 @@ def warm_up(assignments: Iterable[str]) -> None:
     loaded instead of importing and compiling it again per submission. Runs with one torch thread, so
     that no thread pool exists at fork time.
     """
+    import torchvision.models  # noqa: F401 - imports torchvision.ops and torch._dynamo: seconds, once
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -203,6 +205,8 @@ def warm_up(assignments: Iterable[str]) -> None:
             for spec in specs.values():
                 wrong_answer_functions(assignment, spec)
                 stored_cases(assignment, spec)
+                if spec.fresh is not None:  # fills the specs' own caches (models built once, say)
+                    spec.fresh(torch.Generator().manual_seed(0))
     finally:
         torch.set_num_threads(before)
 
