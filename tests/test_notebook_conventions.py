@@ -25,4 +25,4 @@ def test_every_graded_cell_has_points_and_a_hidden_test(assignment: str) -> None
     for cell in tests:
         meta = cell.metadata["nbgrader"]
         assert meta["locked"] and meta["points"] > 0, meta["grade_id"]
-        assert "### BEGIN HIDDEN TESTS" in cell.source and f"grade.{assignment}." in cell.source, meta["grade_id"]
+        assert "### BEGIN HIDDEN TESTS" in cell.source and f'judge("{assignment}", ' in cell.source, meta["grade_id"]
