@@ -30,7 +30,7 @@ def example_release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
 def test_release_contains_no_solution_code_hidden_tests_or_reference_files(example_release) -> None:
     course, notebook = example_release
     text = notebook.read_text()
-    for forbidden in ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS", "autograder", "grade.example",
+    for forbidden in ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS", "autograder", "judge_client",
                       "shifted = scores - scores.max", ".topk(k"):
         assert forbidden not in text, f"release leaks {forbidden!r}"
     assert text.count("raise NotImplementedError()") == 2

@@ -154,7 +154,7 @@ def test_check_source_lists_every_problem(tmp_path: Path) -> None:
 # -- redaction ------------------------------------------------------------------------------
 
 
-SOURCE = "check(x)\n### BEGIN HIDDEN TESTS\nfrom autograder import grade\ngrade.example.softmax(softmax)\n" \
+SOURCE = "check(x)\n### BEGIN HIDDEN TESTS\nfrom cs_lib.judge_client import judge\njudge(\"example\", softmax)\n" \
          "### END HIDDEN TESTS\n"
 
 
@@ -168,14 +168,16 @@ def test_scrub_traceback_drops_grader_frames_and_hidden_lines() -> None:
     tb = [
         "\x1b[31m-----\x1b[39m\n\x1b[31mAssertionError\x1b[39m   Traceback (most recent call last)",
         "Cell \x1b[32mIn[3], line 4\x1b[39m\n      1 check(x)\n      2 ### BEGIN HIDDEN TESTS\n"
-        "      3 from autograder import grade\n----> 4 grade.example.softmax(softmax)\n      5 ### END HIDDEN TESTS",
+        "      3 from cs_lib.judge_client import judge\n----> 4 judge(\"example\", softmax)\n      5 ### END HIDDEN TESTS",
+        "File \x1b[32m/somewhere/site-packages/cs_lib/judge_client.py:60\x1b[39m, in judge(assignment, fn)\n"
+        "     59 if not request[\"passed\"]:\n---> 60     raise AssertionError(request[\"message\"])",
         "File \x1b[32m/somewhere/site-packages/autograder/hidden_tests/example.py:43\x1b[39m, in softmax(f)\n"
         "     42 ref = load_solutions(ASSIGNMENT).softmax\n---> 43 check_cases(...)",
         "Cell In[2], line 3, in softmax(scores)\n      2 def softmax(scores):\n----> 3     return scores",
         "\x1b[31mAssertionError\x1b[39m: softmax: 5 of 6 elements differ",
     ]
     text = "\n".join(scrub_traceback(tb, hidden))
-    for secret in ("BEGIN HIDDEN", "from autograder", "grade.example", "load_solutions", "check_cases"):
+    for secret in ("BEGIN HIDDEN", "judge_client", "judge(", "request[", "load_solutions", "check_cases"):
         assert secret not in text
     assert "(hidden test)" in text and "return scores" in text and "5 of 6 elements differ" in text
 

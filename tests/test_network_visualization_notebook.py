@@ -56,7 +56,7 @@ def test_every_graded_cell_calls_its_hidden_test_and_markdown_answers_carry_poin
         src = "".join(cell["source"])
         function = grade_id.removeprefix("test_")
         assert cell["metadata"]["nbgrader"]["points"] == points and cell["metadata"]["nbgrader"]["locked"]
-        assert f"### BEGIN HIDDEN TESTS\nfrom autograder import grade\n\ngrade.{ASSIGNMENT}.{function}({function})\n" \
+        assert f'### BEGIN HIDDEN TESTS\nfrom cs_lib.judge_client import judge\n\njudge("{ASSIGNMENT}", {function})\n' \
                "### END HIDDEN TESTS" in src
     for grade_id in MANUAL:
         cell = graded[grade_id]
@@ -72,7 +72,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_release_contains_no_solution_code_hidden_tests_or_answers(release) -> None:
     course, notebook = release
     text = notebook.read_text()
-    for forbidden in ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS", "autograder", f"grade.{ASSIGNMENT}",
+    for forbidden in ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS", "autograder", "judge_client",
                       "register_full_backward_hook(guide)", "grad_input[0].clamp(min=0)", "keep_activations",
                       "window_cover", "g / g.norm()).detach()", "img += learning_rate * g / g.norm()",
                       "**Answer.**"):

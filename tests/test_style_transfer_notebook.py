@@ -48,7 +48,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_release_contains_no_solution_code_hidden_tests_or_references(release) -> None:
     _, notebook = release
     text = notebook.read_text()
-    for forbidden in ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS", "autograder", "grade.style_transfer",
+    for forbidden in ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS", "autograder", "judge_client",
                       "torch.bmm(F, F.transpose", "optimizer.zero_grad()", "img.clamp_("):
         assert forbidden not in text, f"release leaks {forbidden!r}"
     # One stub per function, two in style_transfer (targets and initial image; the loop body).
@@ -81,4 +81,4 @@ def test_every_graded_cell_of_the_source_calls_its_hidden_test() -> None:
     assert len(graded) == len(FUNCTIONS)
     for cell, name in zip(graded, FUNCTIONS):
         src = "".join(cell["source"])
-        assert "### BEGIN HIDDEN TESTS" in src and f"grade.style_transfer.{name}({name})" in src
+        assert "### BEGIN HIDDEN TESTS" in src and f'judge("style_transfer", {name})' in src
