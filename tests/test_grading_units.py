@@ -168,7 +168,8 @@ def test_scrub_traceback_drops_grader_frames_and_hidden_lines() -> None:
     tb = [
         "\x1b[31m-----\x1b[39m\n\x1b[31mAssertionError\x1b[39m   Traceback (most recent call last)",
         "Cell \x1b[32mIn[3], line 4\x1b[39m\n      1 check(x)\n      2 ### BEGIN HIDDEN TESTS\n"
-        "      3 from cs_lib.judge_client import judge\n----> 4 judge(\"example\", softmax)\n      5 ### END HIDDEN TESTS",
+        "      3 from cs_lib.judge_client import judge\n----> 4 judge(\"example\", softmax)\n"
+        "      5 ### END HIDDEN TESTS",
         "File \x1b[32m/somewhere/site-packages/cs_lib/judge_client.py:60\x1b[39m, in judge(assignment, fn)\n"
         "     59 if not request[\"passed\"]:\n---> 60     raise AssertionError(request[\"message\"])",
         "File \x1b[32m/somewhere/site-packages/autograder/hidden_tests/example.py:43\x1b[39m, in softmax(f)\n"
@@ -230,7 +231,8 @@ def test_sample_bodies_replace_only_the_solution_region(example_notebooks: tuple
     cell = {c.metadata["nbgrader"]["grade_id"]: c.source for c in wrong.cells if c.metadata.get("nbgrader")}
     assert "def softmax(scores: torch.Tensor) -> torch.Tensor:" in cell["softmax"]
     # The demo's wrong sample is the first wrong answer of the spec, indented into the function.
-    assert "    return exp / exp.sum(dim=0, keepdim=True)" in cell["softmax"] and "BEGIN SOLUTION" not in cell["softmax"]
+    assert "    return exp / exp.sum(dim=0, keepdim=True)" in cell["softmax"]
+    assert "BEGIN SOLUTION" not in cell["softmax"]
     crashed = next(c.source for c in crash.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "top_k_accuracy")
     assert "    os._exit(3)" in crashed
     compile(cell["softmax"], "softmax", "exec")
