@@ -29,7 +29,7 @@ import torch
 
 from autograder.judging.references import load_reference
 from autograder.judging.solutions import load_solutions, variant
-from autograder.judging.spec import GradedFunction, load_specs, spec_for_grade_id
+from autograder.judging.spec import GradedFunction, hidden_test_module, load_specs, spec_for_grade_id
 from autograder.judging.toolkit import BUILTIN_ERRORS, Failure, StudentError, fresh_generator, run_spec
 from cs_lib import wire
 from cs_lib.judge_client import encode_reply, handle, recv_frame, send_frame
@@ -202,6 +202,9 @@ def warm_up(assignments: Iterable[str]) -> None:
             except (KeyError, AttributeError):
                 continue
             load_solutions(assignment)
+            own_warm_up = getattr(hidden_test_module(assignment), "warm_up", None)
+            if callable(own_warm_up):  # models and stand-ins a module builds once
+                own_warm_up()
             for spec in specs.values():
                 wrong_answer_functions(assignment, spec)
                 stored_cases(assignment, spec)

@@ -80,7 +80,9 @@ class GradedFunction:
         checks: extra property checks ``(student, ref, g) -> None``.
         normalize: ``(output) -> output`` applied to both outputs before comparing (e.g. sort a set).
         test: a whole custom test ``(student, ref, spec, g) -> None`` instead of the generic comparison.
-        adapter: ``"list"``: the kernel returns ``list(fn(*args))`` (for generators and samplers).
+        adapter: ``"list"``: the kernel returns ``list(fn(*args))`` (for generators and samplers);
+            ``"in_place"``: it returns ``{"returned": ..., "arguments": [the tensor arguments after the call]}``
+            for functions that update their input in place on purpose (a gradient-ascent step).
         forgeable: the properties this spec takes from the kernel's own report (``autograder/README.md``).
     """
 
