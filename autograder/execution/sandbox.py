@@ -148,7 +148,19 @@ def kernel_prefix(plan: SandboxPlan, writable: list[str]) -> list[str]:
     if bad:
         raise ValueError(f"the kernel's writable folder {bad[0]} would expose the repository {REPO_ROOT}")
     read_only = [p for p in read_only_paths() if not any(Path(w).is_relative_to(p) for w in writable)]
-    return [*plan.prefix, ":".join(read_only), ":".join(writable), ":".join(device_paths()), "--"]
+    env = [f"DLCV_SANDBOX_MPLCACHE={cache}"] if (cache := _matplotlib_cache()) else []
+    return ["env", *env, *plan.prefix, ":".join(read_only), ":".join(writable), ":".join(device_paths()), "--"]
+
+
+def _matplotlib_cache() -> str | None:
+    """The grader's matplotlib cache folder (its font list), copied into each sandbox."""
+    try:
+        import matplotlib
+
+        cache = matplotlib.get_cachedir()
+    except Exception:  # noqa: BLE001 - no matplotlib: nothing to copy
+        return None
+    return cache if cache and os.path.isdir(cache) else None
 
 
 @functools.lru_cache(maxsize=4)

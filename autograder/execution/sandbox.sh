@@ -28,6 +28,11 @@ for p in $ro; do [ -e "$p" ] && bind "$p" ro; done
 for p in $rw; do [ -e "$p" ] && bind "$p"; done
 unset IFS
 ln -s /proc/self/fd "$root/dev/fd"
+# A private copy of matplotlib's font cache: without it every kernel rebuilds it (a second or more).
+if [ -n "${DLCV_SANDBOX_MPLCACHE:-}" ] && [ -d "$DLCV_SANDBOX_MPLCACHE" ]; then
+  cp -r "$DLCV_SANDBOX_MPLCACHE" "$root/tmp/matplotlib" 2>/dev/null && export MPLCONFIGDIR=/tmp/matplotlib
+fi
+unset DLCV_SANDBOX_MPLCACHE
 cd "$root"
 mkdir .old-root
 pivot_root . .old-root
