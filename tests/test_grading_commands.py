@@ -23,7 +23,7 @@ from tests.corpus.build import without_demo_cells
 
 pytestmark = pytest.mark.notebook
 
-COMMANDS = ["references", "release", "grade", "feedback", "export", "demo", "gradescope"]
+COMMANDS = ["references", "release", "grade", "merge", "feedback", "export", "demo", "gradescope", "similarity"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
