@@ -14,6 +14,7 @@ class that has one sample, and in float64. The last test trains batch-hard on th
 from __future__ import annotations
 
 import ast
+import dataclasses
 import time
 import types
 
@@ -361,3 +362,24 @@ def test_batch_hard_training_on_the_mnist_test_split_reaches_recall_at_1_of_098(
           f"{cpu:.1f} s CPU, {wall:.1f} s wall")
     assert recall["recall@1"] >= 0.98, recall
     assert cpu < 60, f"training and evaluation took {cpu:.1f} s of CPU time"
+
+
+@pytest.mark.parametrize("name", ["batch_all_triplet_loss", "batch_hard_triplet_loss", "semi_hard_triplets",
+                                  "recall_at_k"])
+def test_a_wrong_pairwise_distances_costs_only_its_own_points(name: str) -> None:
+    """The judge swaps the grader's cdist stand-in into the student's globals for the functions that call it."""
+    from autograder.judging.judge import LocalChannel, RemoteFunction, run_test
+    from autograder.judging.solutions import variant
+    from autograder.judging.spec import load_specs
+
+    correct = variant("triplet_embeddings", name, spec_module.BATCH_BODIES.get(name, "")) \
+        if name in spec_module.BATCH_BODIES else load_solutions("triplet_embeddings").recall_at_k
+    wrong_distances = variant("triplet_embeddings", "pairwise_distances",   # cosine: other neighbours, too
+                              "e = F.normalize(embeddings, dim=1)\nreturn torch.cdist(e, e)")
+    student = types.FunctionType(correct.__code__, {**correct.__globals__, "pairwise_distances": wrong_distances},
+                                 name, correct.__defaults__)
+    spec = load_specs("triplet_embeddings")[name]
+    assert run_test("triplet_embeddings", spec, RemoteFunction(name, LocalChannel(student))).passed
+    # ...and without the stand-in, the same function fails: the swap is what makes the difference.
+    bare = dataclasses.replace(spec, test=None)
+    assert not run_test("triplet_embeddings", bare, RemoteFunction(name, LocalChannel(student))).passed
