@@ -17,9 +17,7 @@ The model is SqueezeNet 1.1 with random weights (seed 0): the timing does not de
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,28 +28,8 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from autograder.judging.solutions import load_solutions  # noqa: E402
+from benchmarks.timing import interleaved_median_times  # noqa: E402
 from cs_lib.models import freeze, make_relus_non_inplace  # noqa: E402
-
-
-def interleaved_median_times(methods: dict[str, Callable[[], torch.Tensor]], repeat: int,
-                           device: torch.device) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """The median of ``repeat`` runs of each method, in seconds, after one warm-up run each.
-
-    Runs alternate between the methods (round robin), so that a change in the machine's load during
-    the benchmark affects them all alike; the median ignores the runs that another process slowed down.
-    """
-    outputs = {name: fn() for name, fn in methods.items()}
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(repeat):
-        for name, fn in methods.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            outputs[name] = fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}, outputs
 
 
 def main(argv: list[str] | None = None) -> None:

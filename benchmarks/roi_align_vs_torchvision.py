@@ -16,10 +16,7 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -28,27 +25,7 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from autograder.judging.solutions import load_solutions  # noqa: E402
-
-
-def interleaved_median_times(methods: dict[str, Callable[[], torch.Tensor]], repeat: int,
-                             device: torch.device) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """The median of ``repeat`` runs of each method, in seconds, after one warm-up run each.
-
-    Runs alternate between the methods (round robin), so that a change in the machine's load during the
-    benchmark affects them alike; the median ignores the runs that another process slowed down.
-    """
-    outputs = {name: fn() for name, fn in methods.items()}
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(repeat):
-        for name, fn in methods.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            outputs[name] = fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}, outputs
+from benchmarks.timing import interleaved_median_times  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
