@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import re
 import shutil
 import tempfile
 import time
@@ -39,6 +40,8 @@ from autograder.batch.samples import (
 )
 from autograder.execution import sandbox
 from autograder.execution.worker import Limits
+from autograder.judging.spec import hidden_test_module
+from autograder.notebook_format import grade_id_of, is_answer_cell
 from autograder.releasing.bundle import build_bundle
 from autograder.releasing.course import generate_assignment, make_course_dir
 
@@ -48,6 +51,22 @@ def demo_assignments() -> list[str]:
     return [a for a in assignments() if importlib.util.find_spec(f"autograder.hidden_tests.{a}") is not None]
 
 
+def _leaf_function(source: nbformat.NotebookNode, ids: list[str]) -> str:
+    """The first graded function that no other answer cell calls (else the first one).
+
+    A wrong building block (``box_iou``, ``pairwise_distances``) also breaks the functions built on it,
+    whose visible checks then fail in the student's own kernel; the demo's wrong sample must show that a
+    wrong answer costs its own points only, so it takes a function nothing else uses, unless the hidden
+    tests declare ``DEMO_WRONG_SAMPLE`` (a building block whose users are judged with stand-ins).
+    """
+    sources = {grade_id_of(c): c.source for c in source.cells if is_answer_cell(c)}
+    for name in ids:
+        used = re.compile(rf"\b{re.escape(name)}\b")
+        if not any(used.search(text) for other, text in sources.items() if other != name):
+            return name
+    return ids[0]
+
+
 def sample_submissions(assignment: str, source: nbformat.NotebookNode,
                        release: nbformat.NotebookNode) -> dict[str, nbformat.NotebookNode]:
     """The four demo students' notebooks for ``assignment``, by student id."""
@@ -55,7 +74,8 @@ def sample_submissions(assignment: str, source: nbformat.NotebookNode,
     ids = answer_ids(source)
     samples = {"correct": correct, "blank": blank_submission(release)}
     if ids:
-        wrong = ids[0]
+        declared = getattr(hidden_test_module(assignment), "DEMO_WRONG_SAMPLE", None)
+        wrong = declared if declared in ids else _leaf_function(source, ids)
         samples[f"wrong-{wrong}"] = with_answer_body(correct, source, wrong, wrong_body(assignment, source, wrong))
         crash = ids[len(ids) // 2]
         samples[f"crash-{crash}"] = with_answer_body(correct, source, crash, CRASH_BODY)

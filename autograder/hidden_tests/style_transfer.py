@@ -70,6 +70,9 @@ from cs_lib.grading_models import LOOP_MARKER, LOOP_PROBE, LOOP_PROBE_NAME
 
 ASSIGNMENT = "style_transfer"
 REFERENCE_SEED = 231
+#: The demo's wrong sample: a wrong content loss must cost only its own points, since the loop is judged
+#: with stand-in losses (autograder/batch/demo.py).
+DEMO_WRONG_SAMPLE = "content_loss"
 #: float32 tolerance (module docstring); float64 comparisons use FLOAT64_RTOL.
 FLOAT32_RTOL = 1e-4
 FLOAT64_RTOL = 1e-10
