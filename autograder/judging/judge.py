@@ -40,11 +40,19 @@ MAX_REPLY_BYTES = 64 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Verdict:
-    """What the judge decided for one test cell."""
+    """What the judge decided for one test cell: the only source of that cell's points.
+
+    ``wrong_answer`` and ``hint`` name the spec's wrong answer that the student's output matched, and
+    ``finding`` a use of a library that the function's policy forbids; each is "" when there is none.
+    They travel to ``tests.csv`` as data.
+    """
 
     grade_id: str
     passed: bool
     message: str
+    wrong_answer: str = ""
+    hint: str = ""
+    finding: str = ""
 
 
 class ChannelError(Exception):
@@ -170,7 +178,8 @@ def run_test(assignment: str, spec: GradedFunction, student: RemoteFunction) -> 
         run_spec(spec, student, ref, wrong_answer_functions(assignment, spec), stored_cases(assignment, spec),
                  fresh_generator())
     except Failure as exc:
-        return Verdict(spec.grade_id, False, str(exc))
+        matched = next((w.name for w in spec.wrong_answers if exc.hint and w.hint == exc.hint), "")
+        return Verdict(spec.grade_id, False, str(exc), wrong_answer=matched, hint=exc.hint)
     except ChannelError as exc:
         return Verdict(spec.grade_id, False, f"{spec.name}: {exc}")
     except NotImplementedError:

@@ -29,7 +29,15 @@ BUILTIN_ERRORS: dict[str, type[BaseException]] = {
 
 
 class Failure(AssertionError):
-    """A hidden test failed; the message is what the student sees."""
+    """A hidden test failed; the message is what the student sees.
+
+    ``hint`` is the hint of the spec's wrong answer that the output matched ("" when none did), kept as
+    data for ``tests.csv``.
+    """
+
+    def __init__(self, message: str = "", *, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 class StudentError(RuntimeError):
@@ -203,7 +211,7 @@ def compare(name: str, got: Any, expected: Any, rtol: float, atol: float, contex
         except Exception:  # noqa: BLE001 - a wrong answer that cannot run on this input matches nothing
             continue
         if mismatch(got, candidate, rtol, atol) is None:
-            raise Failure(f"{message} This looks like {hint}.")
+            raise Failure(f"{message} This looks like {hint}.", hint=hint)
     raise Failure(message)
 
 
