@@ -14,11 +14,23 @@ from autograder.execution.nbgrader_run import kit_environment
 pytestmark = pytest.mark.notebook
 
 
-def _execute(tmp_path: Path, sources: list[str], monkeypatch: pytest.MonkeyPatch, **traits: object):
+def imports(source: str) -> nbformat.NotebookNode:
+    """A code cell tagged ``imports``, as the first code cell of every notebook is."""
+    return nbformat.v4.new_code_cell(source, metadata={"tags": ["imports"]})
+
+
+def answer(source: str, grade_id: str = "f") -> nbformat.NotebookNode:
+    """An autograded answer cell."""
+    return nbformat.v4.new_code_cell(source, metadata={"nbgrader": {
+        "solution": True, "grade": False, "locked": False, "grade_id": grade_id, "schema_version": 3}})
+
+
+def _execute(tmp_path: Path, sources: list, monkeypatch: pytest.MonkeyPatch, **traits: object):
     for key, value in kit_environment().items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "rt"))
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    cells = [s if isinstance(s, nbformat.NotebookNode) else nbformat.v4.new_code_cell(s) for s in sources]
+    nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     step = ResilientExecute(**{"timeout": 20, "submission_timeout": 120.0, **traits})
     nb, _ = step.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
@@ -29,36 +41,56 @@ def _text(cell: nbformat.NotebookNode) -> str:
     return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
 
 
-def test_a_dead_kernel_is_restarted_and_earlier_state_replayed(tmp_path: Path, monkeypatch) -> None:
-    nb, step = _execute(tmp_path, ["x = 41\nprint('first')", "import os\nos._exit(7)", "print(x + 1)"], monkeypatch)
-    first, crash, after = nb.cells
+def test_a_dead_kernel_is_restarted_and_only_imports_and_answers_replayed(tmp_path: Path, monkeypatch) -> None:
+    cells = [imports("x = 40\nprint('first')"), answer("def f():\n    return x + 1"), "demo_ran = True",
+             "import os\nos._exit(7)", "print(f() + 1, 'demo_ran' in dir())"]
+    nb, step = _execute(tmp_path, cells, monkeypatch)
+    first, _, demo, crash, after = nb.cells
     assert _text(first) == "first\n"  # outputs from before the crash are kept
     assert crash.outputs[-1].ename == KERNEL_DIED and "code 7" in crash.outputs[-1].evalue
     assert crash.metadata["autograder"]["outcome"] == "died"
-    assert _text(after) == "42\n" and after.metadata["autograder"]["outcome"] == "ok"
+    # The imports cell and the answer are replayed; the demo (which could call a broken function again) is not.
+    assert _text(after) == "42 False\n" and after.metadata["autograder"]["outcome"] == "ok"
     assert step.restarts == 1
 
 
 def test_a_kernel_ignoring_interrupts_is_killed_and_the_rest_still_runs(tmp_path: Path, monkeypatch) -> None:
     hang = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"
-    nb, step = _execute(tmp_path, ["y = 1", hang, "print(y)"], monkeypatch, timeout=3, interrupt_grace=2)
+    nb, step = _execute(tmp_path, [imports("y = 1"), hang, "print(y)"], monkeypatch, timeout=3, interrupt_grace=2)
     assert nb.cells[1].metadata["autograder"]["outcome"] == "timeout"
     assert "did not finish within 3 s" in nb.cells[1].metadata["autograder"]["reason"]
     assert _text(nb.cells[2]) == "1\n"
     assert step.restarts == 1
 
 
-def test_cells_after_the_last_allowed_restart_are_marked_not_run(tmp_path: Path, monkeypatch) -> None:
+def test_after_the_last_allowed_restart_demos_are_skipped_but_answers_still_run(tmp_path: Path, monkeypatch) -> None:
     die = "import os\nos._exit(1)"
-    nb, _ = _execute(tmp_path, [die, die, "print('never')"], monkeypatch, max_kernel_restarts=1)
-    assert [c.metadata["autograder"]["outcome"] for c in nb.cells] == ["died", "died", "not_run"]
-    assert nb.cells[2].outputs[0].ename == NOT_RUN  # so that a test cell here scores 0, not full points
+    cells = [die, die, "print('demo')", answer("print('answer')"), die, answer("print('still')", "g")]
+    nb, step = _execute(tmp_path, cells, monkeypatch, max_kernel_restarts=1)
+    assert [c.metadata["autograder"]["outcome"] for c in nb.cells] == ["died", "died", "not_run", "ok", "not_run",
+                                                                        "ok"]
+    assert nb.cells[2].outputs[0].ename == NOT_RUN and "skipped the cells without points" in nb.cells[2].outputs[0].evalue
+    assert _text(nb.cells[3]) == "answer\n" and _text(nb.cells[5]) == "still\n"
+    assert step.restarts == 2
 
 
 def test_output_is_cut_per_cell(tmp_path: Path, monkeypatch) -> None:
     nb, _ = _execute(tmp_path, ["print('x' * 50_000)", "print('ok')"], monkeypatch, max_output_chars=1000)
     flood, ok = nb.cells
     assert len(_text(flood)) < 1200 and "output cut after 1000 characters" in _text(flood)
+    assert _text(ok) == "ok\n"
+
+
+def test_the_output_cap_counts_errors_display_data_and_metadata(tmp_path: Path, monkeypatch) -> None:
+    display = ("from IPython.display import display\n"
+               "for _ in range(50):\n    display({'text/plain': 'x'}, raw=True, metadata={'junk': 'y' * 10_000})")
+    error = "raise ValueError('z' * 200_000)"
+    nb, _ = _execute(tmp_path, [display, error, "print('ok')"], monkeypatch, max_output_chars=20_000)
+    shown, raised, ok = nb.cells
+    for cell in (shown, raised):
+        assert len(nbformat.writes(nbformat.v4.new_notebook(cells=[cell]))) < 25_000
+    assert raised.metadata["autograder"]["outcome"] == "error"  # the error is still known, only cut short
+    assert any(o.output_type == "error" and o.ename == "ValueError" for o in raised.outputs)
     assert _text(ok) == "ok\n"
 
 

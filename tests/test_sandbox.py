@@ -3,7 +3,7 @@
 A process started behind :func:`autograder.execution.sandbox.kernel_prefix`, as the grader starts
 kernels, tries every way we know to reach the source notebooks, ``autograder/`` (judge, specs, stored
 references), a gradebook and another student's files, and reports what it reached. It keeps ``cs_lib``
-and torch, and can write its own folder only.
+and torch, and can write its own scratch folders only: nothing it writes reaches the grader's folders.
 """
 
 from __future__ import annotations
@@ -57,7 +57,10 @@ except OSError:
     pass
 import cs_lib, torch
 open("own_file.txt", "w").write("ok")
-print(json.dumps({"reached": reached, "cs_lib": cs_lib.__file__, "cwd": os.getcwd()}))
+seeded = open("data.txt").read()
+leaks = sorted(k for k, v in os.environ.items() if secrets["repo"] in v or secrets["course"] in v)
+print(json.dumps({"reached": reached, "cs_lib": cs_lib.__file__, "cwd": os.getcwd(), "uid": os.getuid(),
+                  "seeded": seeded, "leaks": leaks, "own": open("own_file.txt").read()}))
 '''
 
 
@@ -84,9 +87,10 @@ def test_kernel_sandbox_hides_every_secret_path(plan: sandbox.SandboxPlan, tmp_p
     feedback = course / "feedback" / "bob" / "example" / "example.html"
     feedback.parent.mkdir(parents=True)
     feedback.write_text("bob's feedback")
+    (workdir / "data.txt").write_text("the assignment's file")
     runtime = tmp_path / "rt"
     runtime.mkdir()
-    secrets = {"repo": str(REPO_ROOT), "files": [
+    secrets = {"repo": str(REPO_ROOT), "course": str(course), "files": [
         *(str(p) for p in sorted((REPO_ROOT / "assignments" / "source").rglob("*.ipynb"))),
         str(REPO_ROOT / "autograder" / "judging" / "judge.py"),
         str(REPO_ROOT / "autograder" / "judging" / "solutions.py"),
@@ -94,23 +98,29 @@ def test_kernel_sandbox_hides_every_secret_path(plan: sandbox.SandboxPlan, tmp_p
         str(REPO_ROOT / "autograder" / "references" / "example.pt"),
         str(course / "gradebook.db"), str(other), str(feedback),
     ]}
-    prefix = sandbox.kernel_prefix(plan, [str(workdir), str(runtime)])
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.run([*prefix, sys.executable, "-c", PROBE, json.dumps(secrets)], cwd=workdir, env=env,
+    box = sandbox.KernelBox(uid=sandbox.kernel_uid(), seed=str(workdir))
+    prefix = sandbox.kernel_prefix(plan, [str(runtime)], box)
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": sandbox.KIT_DIR}
+    proc = subprocess.run([*prefix, sys.executable, "-c", PROBE, json.dumps(secrets)], cwd="/", env=env,
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["reached"] == [], report["reached"]
-    assert report["cs_lib"].startswith(str(REPO_ROOT / "cs_lib"))
-    assert report["cwd"] == str(workdir)
-    assert (workdir / "own_file.txt").read_text() == "ok"  # its own folder stays writable
+    assert report["cs_lib"] == f"{sandbox.KIT_DIR}/cs_lib/__init__.py"  # no path that names the checkout
+    assert report["leaks"] == []
+    assert report["cwd"] == sandbox.WORK_DIR
+    assert report["seeded"] == "the assignment's file"  # the grader's copy of the assignment's files
+    assert report["own"] == "ok"  # its own scratch folder is writable ...
+    assert not (workdir / "own_file.txt").exists()  # ... and nothing it writes reaches the grader's folder
+    if os.geteuid() == 0:
+        assert report["uid"] == sandbox.kernel_uid() != 0  # never root, even when the grader is
 
 
 def test_read_only_paths_never_expose_the_repository() -> None:
     repo = REPO_ROOT.resolve()
     for path in map(Path, sandbox.read_only_paths()):
         assert not repo.is_relative_to(path), f"{path} holds the repository"
-        assert not path.is_relative_to(repo) or path.is_relative_to(repo / "cs_lib"), path
+        assert not path.is_relative_to(repo), path
 
 
 def test_without_a_sandbox_the_plan_says_why_and_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,13 +33,12 @@ from typing import Any
 
 from nbformat import NotebookNode
 
-from autograder.execution.executor import KERNEL_DIED, NOT_RUN, TIMEOUT
 from autograder.execution.tampering import CellChange, grade_id_of, is_graded
 from autograder.feedback.redact import scrub_text
 
 STATUSES = ("passed", "failed", "error", "not_run")
 TEST_COLUMNS = ("student", "assignment", "grade_id", "points", "max_points", "status", "reason", "tampering",
-                "notes")
+                "notes", "wrong_answer", "hint", "finding")
 _REASON_CHARS = 400
 
 
@@ -54,6 +53,9 @@ class TestResult:
     reason: str = ""
     tampering: str = ""
     manual: bool = False  # graded by hand (an answer cell, e.g. a markdown question)
+    wrong_answer: str = ""  # the spec's wrong answer the output matched (the judge's verdict)
+    hint: str = ""  # that wrong answer's hint
+    finding: str = ""  # a use of a library the function's policy forbids
 
 
 @dataclass
@@ -109,11 +111,15 @@ def rejected_result(student: str, assignment: str, origin: str, release: Noteboo
 
 def test_results(autograded: NotebookNode, release: NotebookNode, scores: dict[str, tuple[float | None, float]],
                  changes: list[CellChange], hidden: set[str]) -> list[TestResult]:
-    """One :class:`TestResult` per graded cell of the release, from the autograded notebook.
+    """One :class:`TestResult` per graded cell of the release, from the gradebook and the executor's record.
+
+    The points are the gradebook's (for a test cell: its verdict's). The status, the reason and the
+    verdict's data come from ``metadata.autograder``, which only the executor writes (a submission's own
+    copy is dropped before the kernel starts); no output's name or text is read.
 
     Args:
         autograded: the notebook after nbgrader's autograde (with the executor's
-            ``metadata.autograder`` outcomes).
+            ``metadata.autograder`` outcomes and verdicts).
         release: the release notebook (which tests exist, in which order).
         scores: ``grade_id -> (auto_score, max_score)`` from the gradebook.
         changes: tampering found before grading.
@@ -128,10 +134,13 @@ def test_results(autograded: NotebookNode, release: NotebookNode, scores: dict[s
         auto, max_score = scores.get(gid, (None, max_points))
         cell = cells.get(gid)
         points = float(auto or 0.0)
-        status, reason = _status(cell, auto, max_score)
+        status, reason = _status(cell, auto, float(max_score))
+        verdict = (cell.metadata.get("autograder", {}).get("verdict") if cell is not None else None) or {}
         manual = cell is not None and bool(cell.metadata.get("nbgrader", {}).get("solution"))
         results.append(TestResult(gid, points, float(max_score), status, scrub_text(reason, hidden)[:_REASON_CHARS],
-                                  "; ".join(tampering.get(gid, [])), manual))
+                                  "; ".join(tampering.get(gid, [])), manual,
+                                  str(verdict.get("wrong_answer", "")), str(verdict.get("hint", "")),
+                                  str(verdict.get("finding", ""))))
     return results
 
 
@@ -143,30 +152,28 @@ def _status(cell: NotebookNode | None, auto: float | None, max_points: float) ->
     if meta.get("solution"):  # an answer graded by hand (e.g. a markdown question): nbgrader gives
         # 0 to an unchanged stub and leaves anything else to a human
         return ("failed", "no answer") if auto == 0 else ("not_run", "graded by hand")
-    outcome = cell.metadata.get("autograder", {})
-    kind, why = outcome.get("outcome"), outcome.get("reason") or ""
-    errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
-    if kind == "not_run" or (kind is None and not cell.get("outputs") and cell.get("execution_count") is None):
+    record = cell.metadata.get("autograder", {})
+    kind, why = record.get("outcome"), _first_line(record.get("reason") or "")
+    verdict = record.get("verdict") or {}
+    if kind == "not_run" or kind is None:
         return "not_run", why or "the cell was not run"
     if kind == "died":
         return "error", f"the kernel died while running this test: {why}"
     if kind == "timeout":
         return "error", f"timed out: {why}"
-    if errors:
-        err = errors[-1]
-        first = _first_line(err.get("evalue", ""))
-        if err.get("ename") == "AssertionError":
-            return "failed", first or "AssertionError"
-        if err.get("ename") in (KERNEL_DIED, TIMEOUT, NOT_RUN):
-            return "error", first
-        if err.get("ename") == "NotImplementedError" and not first:
-            return "error", "NotImplementedError: the function is not implemented yet"
-        return "error", f"{err.get('ename')}: {first}" if first else str(err.get("ename"))
+    if verdict:
+        message = _first_line(str(verdict.get("message", "")))
+        if verdict.get("passed") and points >= max_points:
+            return "passed", "wrote to stderr (not counted as a failure)" if record.get("stderr") else ""
+        if verdict.get("passed"):
+            return "failed", "the cell wrote to stderr, which --strict-stderr scores as a failure"
+        if message.startswith("no verdict"):
+            return "error", why or message
+        return "failed", message or "a hidden test failed"
+    if kind == "error":
+        return "error", why
     if points >= max_points:
-        stderr = cell.metadata.get("autograder", {}).get("stderr")
-        return "passed", "wrote to stderr (not counted as a failure)" if stderr else ""
-    if any(o.get("output_type") == "stream" and o.get("name") == "stderr" for o in cell.get("outputs", [])):
-        return "failed", "the cell wrote to stderr, which nbgrader scores as a failure"
+        return "passed", ""
     return "failed", f"partial credit {points:g}/{max_points:g}"
 
 
@@ -282,7 +289,7 @@ def write_test_csv(results: list[SubmissionResult], dest: Path) -> Path:
             notes = "; ".join(r.notes)
             for t in r.tests:
                 writer.writerow([r.student, r.assignment, t.grade_id, f"{t.points:g}", f"{t.max_points:g}",
-                                 t.status, t.reason, t.tampering, notes])
+                                 t.status, t.reason, t.tampering, notes, t.wrong_answer, t.hint, t.finding])
     return dest
 
 

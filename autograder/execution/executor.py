@@ -11,23 +11,38 @@ lost (nbgrader#567). This step instead:
 2. watches the kernel's resident memory (:class:`~autograder.execution.isolation.MemoryWatchdog`)
    and kills it above ``memory_limit``; starts it without network where the OS allows;
 3. when the kernel dies in a cell, records why as an error output of that cell
-   (``KernelDied``), starts a fresh kernel, silently *replays* the cells that had succeeded
-   before (outputs discarded, so later cells find their variables; test cells without their
-   hidden tests, which define nothing and take most of the time), and goes on with the
-   next cell. The cell that killed the kernel is not retried;
+   (``KernelDied``), starts a fresh kernel, silently *replays* only what the remaining tests
+   need: the ``imports`` cell and the answer cells that had succeeded (not demos or training
+   loops, which may call the broken function again), and goes on with the next cell. The
+   cell that killed the kernel is not retried;
 4. when a cell times out, interrupts it; if the kernel does not answer within
    ``interrupt_grace`` seconds (code that ignores ``KeyboardInterrupt``), kills it and
    restarts as in 3;
-5. after ``max_kernel_restarts`` restarts, or when the budget is spent, marks every
-   remaining code cell with a ``CellNotRun`` error output, so that its test scores 0
-   instead of the full points nbgrader gives a test cell without outputs;
-6. keeps at most ``max_output_chars`` of output per cell (a submission printing 10 million
-   lines costs the grader a bounded amount of memory).
+5. after ``max_kernel_restarts`` restarts, skips the remaining cells that carry no grade (demos)
+   but still runs every remaining answer and test cell, restarting as often as they need: a
+   broken building block never leaves an independent test unrun. When the time budget is spent,
+   the remaining cells get a ``CellNotRun`` error output;
+6. keeps at most ``max_output_chars`` of output per cell, counting every message (streams,
+   display data and its metadata, errors and their tracebacks), so a submission cannot make the
+   graded notebook, the feedback page or the grading process grow without bound.
 
-Outputs that arrived before a crash stay in the notebook, so every test that passed keeps
-its points: nbgrader's ``SaveAutoGrades`` runs afterwards on the notebook as usual. Each
-code cell gets ``metadata.autograder = {"outcome": ..., "reason": ...}``, which
-:mod:`autograder.batch.results` turns into the per-test CSV; timings go to ``report_path``.
+**Points come from the judge alone.** Each test cell's verdict (:class:`~autograder.judging.judge.Verdict`)
+is recorded in ``resources["autograder_verdicts"]`` by ``grade_id``, in every outcome (passed, failed,
+error, the kernel died, timed out, restarted, not run: no verdict is a failure), and
+:class:`~autograder.execution.pipeline.ScoreFromVerdicts` writes the gradebook's score from it. The
+kernel's outputs are rewritten to show the verdict, but no output can change a score. How the executor
+knows that a cell timed out or that the kernel died is its own bookkeeping (the client's timeout, the
+kernel process's exit), never an output's name or text.
+
+**Nothing the kernel leaves behind is followed.** The kernel works in a scratch folder inside its
+sandbox (a tmpfs seeded with a grader-made copy of the assignment's files), its sockets live in a
+fresh runtime folder per kernel start, and the judge's socket in a grader-owned folder the kernel sees
+read-only. The grader writes the graded notebook in nbgrader's folder, which the kernel never sees,
+and afterwards only removes the runtime folders (``shutil.rmtree``, which follows no link).
+
+Each code cell gets ``metadata.autograder = {"outcome": ..., "reason": ..., "verdict": ...}`` (any
+such metadata in the submission is removed first), which :mod:`autograder.batch.results` turns into
+the per-test CSV; timings go to ``report_path``.
 """
 
 from __future__ import annotations
@@ -35,12 +50,15 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
+import stat
+import tempfile
 import time
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from jupyter_core.paths import jupyter_runtime_dir
 from nbclient.client import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from nbclient.util import run_sync
@@ -57,7 +75,7 @@ from autograder.execution.isolation import (
     kill_process_tree,
 )
 from autograder.feedback.redact import strip_hidden_tests
-from autograder.notebook_format import grade_id_of, is_test_cell
+from autograder.notebook_format import grade_id_of, is_answer_cell, is_graded, is_test_cell
 
 #: ``ename`` of the error outputs this step adds.
 KERNEL_DIED = "KernelDied"
@@ -65,6 +83,14 @@ NOT_RUN = "CellNotRun"
 TIMEOUT = "CellTimeoutError"  # the name nbgrader's Execute uses too
 NO_VERDICT = "NoVerdict"
 HIDDEN_TEST_FAILED = "AssertionError"
+#: ``resources`` key of the verdicts, ``{grade_id: Verdict}``, that score the test cells.
+VERDICTS = "autograder_verdicts"
+#: Kernel environment variables passed through from the grader's environment (everything else is dropped,
+#: so the kernel learns nothing of the grader's paths: checkout, output folder, gradebook).
+KERNEL_ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "PYTHONWARNINGS", "MPLBACKEND",
+                   "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
+                   "OPENBLAS_L2_SIZE", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CS_KIT_DEVICE",
+                   "CS_KIT_GRADING", "CS_KIT_DATA", "TORCH_HOME", "NBGRADER_EXECUTION", "NBGRADER_VALIDATING")
 
 
 def error_output(ename: str, evalue: str) -> NotebookNode:
@@ -90,6 +116,9 @@ class ResilientExecute(Execute):
                                         "nbgrader's own rule from the outputs)").tag(config=True)
     report_path = Unicode("", help="where to write the JSON timing report (empty: nowhere)").tag(config=True)
 
+    max_processes = Integer(512, help="processes and threads a kernel may have (RLIMIT_NPROC, when the grader "
+                                      "is root and the kernel runs as a uid of its own)").tag(config=True)
+
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("kernel_manager_class", SandboxedKernelManager)
         super().__init__(**kwargs)
@@ -113,6 +142,15 @@ class ResilientExecute(Execute):
         self._truncated: set[int] = set()
         self._count = 0
         self.restarts = 0
+        self._demos_off = False
+        for cell in self.nb.cells:  # only this step writes it: a submission's own copy is dropped
+            if "autograder" in cell.get("metadata", {}):
+                del cell.metadata["autograder"]
+        self._verdicts: dict[str, Any] = {}
+        self.resources[VERDICTS] = self._verdicts
+        self._scratch = tempfile.mkdtemp(prefix="dlcv-grader-")
+        self._seed = self._seed_folder()
+        self._runtime: str | None = None
         self._watchdog = MemoryWatchdog(self.memory_limit)
         self._judge = self._start_judge()
         report: dict[str, Any] = {"restarts": 0, "kernel_start_seconds": [], "cell_seconds": 0.0}
@@ -127,6 +165,10 @@ class ResilientExecute(Execute):
                 if cell.cell_type != "code" or not cell.source.strip():
                     continue
                 remaining = self._deadline - time.monotonic()
+                if self._demos_off and not self._needed_for_tests(cell):
+                    self._mark(cell, "not_run", f"not run: the kernel died {self.restarts} times, so the grader "
+                                                "skipped the cells without points to keep time for the tests")
+                    continue
                 if alive and not self._kernel_alive():
                     # Died between cells (a timer or thread the previous cell started): do not
                     # blame this cell, and do not replay the previous one.
@@ -157,10 +199,53 @@ class ResilientExecute(Execute):
             report["peak_rss"] = self._watchdog.peak
             report["network"] = self._network_note
             self._shutdown_kernel()
+            shutil.rmtree(self._scratch, ignore_errors=True)
+        self._record_missing_verdicts()
         self.set_widgets_metadata()
         if self.report_path:
             Path(self.report_path).write_text(json.dumps(report, indent=1))
         return self.nb, self.resources
+
+    @staticmethod
+    def _needed_for_tests(cell: NotebookNode) -> bool:
+        """The cells a test can depend on: the ``imports`` cell, answer cells and graded cells."""
+        return "imports" in cell.get("metadata", {}).get("tags", []) or is_answer_cell(cell) or is_graded(cell)
+
+    def _seed_folder(self) -> str:
+        """A grader-made copy of the assignment's files (not notebooks) for the kernel's working folder.
+
+        Only regular files are copied, from the notebook's folder as nbgrader laid it out before any kernel
+        ran (the course's files and the submission), and links are skipped.
+        """
+        seed = os.path.join(self._scratch, "seed")
+        os.mkdir(seed)
+        origin = (self.resources or {}).get("metadata", {}).get("path") or ""
+        if not origin or not os.path.isdir(origin):
+            return seed
+        for folder, dirs, files in os.walk(origin, followlinks=False):
+            dirs[:] = [d for d in dirs if not d.startswith(".") and not os.path.islink(os.path.join(folder, d))]
+            for name in files:
+                path = os.path.join(folder, name)
+                if name.endswith(".ipynb") or name == "timestamp.txt" or not stat.S_ISREG(os.lstat(path).st_mode):
+                    continue
+                dest = os.path.join(seed, os.path.relpath(path, origin))
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                shutil.copyfile(path, dest, follow_symlinks=False)
+        return seed
+
+    def _record_missing_verdicts(self) -> None:
+        """Every judged test cell ends with a recorded verdict: no report from the judge is a failure."""
+        from autograder.judging.judge import Verdict
+
+        if self._judge is None:
+            return
+        for cell in self.nb.cells:
+            gid = grade_id_of(cell)
+            if is_test_cell(cell) and gid is not None and gid not in self._verdicts:
+                meta = cell.metadata.setdefault("autograder", {})
+                reason = meta.get("reason") or "the cell was not run"
+                self._verdicts[gid] = Verdict(gid, False, f"no verdict: {reason}")
+                meta["verdict"] = asdict(self._verdicts[gid])
 
     # -- one cell ----------------------------------------------------------------------------
 
@@ -209,48 +294,79 @@ class ResilientExecute(Execute):
         return "ok"
 
     def _apply_verdict(self, cell: NotebookNode, verdict: Any) -> None:
-        """Make a test cell's outputs say what the judge decided, and nothing the kernel claimed.
+        """Record the judge's verdict for a test cell, and make its outputs say it.
 
-        nbgrader scores a test cell from its outputs: full points without an error output, 0 with one
-        (or the number of an ``execute_result``, as partial credit). So the kernel's error and
-        ``execute_result`` outputs are dropped, and the verdict decides: passed, no error; failed, the
-        judge's message as an ``AssertionError``; no verdict (the hidden test never reported: the cell
-        was blanked, transformed or skipped, or an earlier line raised), an error (the cell's own
-        error if it had one, else ``NoVerdict``). A cell whose kernel died or timed out keeps its outputs.
+        The verdict alone scores the cell (:class:`~autograder.execution.pipeline.ScoreFromVerdicts`): no
+        verdict (the hidden test never reported: the cell was blanked, transformed or skipped, an earlier
+        line raised, the kernel died or the cell timed out first) is a failure. The outputs are only what the
+        student reads: the kernel's error and ``execute_result`` outputs are dropped and the verdict's message
+        shown (a cell whose kernel died or timed out keeps the executor's own error output).
         """
-        meta = cell.metadata.get("autograder", {})
-        if meta.get("outcome") in ("died", "timeout", "not_run"):
-            return
-        errors = [o for o in cell.outputs if o.output_type == "error"]
-        kept = [o for o in cell.outputs if o.output_type not in ("error", "execute_result")]
+        from autograder.judging.judge import Verdict
+
+        gid = grade_id_of(cell)
+        meta = cell.metadata.setdefault("autograder", {})
+        outcome = meta.get("outcome")
         if verdict is None:
-            if errors:
-                cell.outputs = [*kept, errors[-1]]
-                return
-            reason = ("the hidden test did not report to the grader (the cell's code did not run as written: "
-                      "was it changed, skipped or emptied?); no points")
-            cell.outputs = [*kept, error_output(NO_VERDICT, reason)]
-            self._mark(cell, "error", f"{NO_VERDICT}: {reason}")
-        elif verdict.passed:
+            errors = [o for o in cell.outputs if o.output_type == "error"]
+            if outcome in ("died", "timeout", "not_run"):
+                message = f"no verdict: {meta.get('reason')}"
+            elif errors:
+                message = f"no verdict: the cell raised {errors[-1].ename} before the hidden test reported"
+            else:
+                message = ("no verdict: the hidden test did not report to the grader (the cell's code did not run "
+                           "as written: was it changed, skipped or emptied?); no points")
+            verdict = Verdict(gid, False, message)
+        self._verdicts[gid] = verdict
+        meta["verdict"] = asdict(verdict)
+        if outcome in ("died", "timeout", "not_run"):
+            return
+        kept = [o for o in cell.outputs if o.output_type not in ("error", "execute_result")]
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        if verdict.passed:
             cell.outputs = kept
             self._mark(cell, "ok", None)
+        elif verdict.message.startswith("no verdict"):
+            shown = errors[-1] if errors else error_output(NO_VERDICT, verdict.message)
+            cell.outputs = [*kept, shown]
+            self._mark(cell, "error", verdict.message if not errors else f"{shown.ename}: {shown.evalue}")
         else:
             cell.outputs = [*kept, error_output(HIDDEN_TEST_FAILED, verdict.message)]
-            self._mark(cell, "error", f"{HIDDEN_TEST_FAILED}: {verdict.message}")
+            self._mark(cell, "failed", verdict.message)
 
     def _start_judge(self) -> Any:
-        """The judge of this submission, listening in the runtime folder (None without ``judge_assignment``)."""
+        """The judge of this submission (None without ``judge_assignment``).
+
+        Its socket lives in a folder of the grader's own that the sandbox shows read-only: the kernel can
+        connect, but never unlink, replace or redirect it.
+        """
         if not self.judge_assignment:
-            os.environ.pop("DLCV_JUDGE_SOCKET", None)
             return None
         from autograder.judging.judge import Judge
 
-        runtime = jupyter_runtime_dir()
-        os.makedirs(runtime, exist_ok=True)
-        path = os.path.join(runtime, f"judge-{uuid.uuid4().hex[:12]}.sock")
+        folder = os.path.join(self._scratch, "judge")
+        os.mkdir(folder)
+        os.chmod(folder, 0o755)
+        path = os.path.join(folder, "judge.sock")
         judge = Judge(self.judge_assignment, path)
-        os.environ["DLCV_JUDGE_SOCKET"] = path  # the kernel inherits it
+        os.chmod(path, 0o666)  # the kernel's unprivileged uid must be able to connect
         return judge
+
+    def _kernel_environment(self, sandboxed: bool) -> dict[str, str]:
+        """The kernel's whole environment: what it needs, and no path of the grader's."""
+        repo = str(sandbox.REPO_ROOT.resolve())
+        env = {k: v for k, v in os.environ.items() if k in KERNEL_ENV_KEEP and repo not in v}
+        env["PATH"] = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if repo not in p)
+        env.update(HOME=sandbox.WORK_DIR if sandboxed else self._scratch, USER="student", LOGNAME="student",
+                   PYTHONDONTWRITEBYTECODE="1", PYTHONNOUSERSITE="1")
+        env.setdefault("MPLBACKEND", "Agg")
+        env.setdefault("PYTHONWARNINGS", "ignore")
+        env["PYTHONPATH"] = sandbox.KIT_DIR if sandboxed else str(sandbox.REPO_ROOT)
+        for name, value in sandbox.cache_environment().items():
+            env.setdefault(name, value)
+        if self._judge is not None:
+            env["DLCV_JUDGE_SOCKET"] = self._judge.socket_path
+        return env
 
     async def _async_handle_timeout(self, timeout: int, cell: NotebookNode | None = None) -> Any:
         # After a timeout the cell's remaining output is not worth waiting for.
@@ -292,37 +408,54 @@ class ResilientExecute(Execute):
         if self.file_isolation and not plan.files_isolated:  # fail closed: never an unsandboxed kernel by accident
             self._gave_up_reason = f"not run: {plan.note}"
             return False
+        # A fresh runtime folder per kernel: nothing an earlier kernel left there is ever reused.
+        self._runtime = tempfile.mkdtemp(prefix="rt-", dir=self._scratch)
         try:
             self.km = self.create_kernel_manager()
-            if plan.prefix and isinstance(self.km, SandboxedKernelManager):
-                runtime = jupyter_runtime_dir()
-                os.makedirs(runtime, exist_ok=True)
-                cwd = (self.resources or {}).get("metadata", {}).get("path") or os.getcwd()
-                self.km.command_prefix = sandbox.kernel_prefix(plan, [os.path.abspath(cwd), runtime])
+            cwd = self._runtime
+            if isinstance(self.km, SandboxedKernelManager):
                 self.km.transport = "ipc"
-                # Absolute socket path prefix, shared by the client and the kernel (cwds differ).
-                name = f"kernel-{uuid.uuid4().hex[:12]}"
-                self.km.ip = os.path.join(runtime, f"{name}-ipc")
-                # The connection file too: the sandboxed kernel sees the runtime folder, not the grader's /tmp.
-                self.km.connection_file = os.path.join(runtime, f"{name}.json")
-                if plan.files_isolated:
-                    # In its own PID namespace the kernel is not the process the manager started, so
-                    # interrupts go over the control channel instead of as a signal.
-                    self.km.kernel_spec.interrupt_mode = "message"
-            self.start_new_kernel()
+                # Absolute socket path prefix, shared by the client and the kernel.
+                name = f"kernel-{uuid.uuid4().hex[:8]}"
+                self.km.ip = os.path.join(self._runtime, f"{name}-ipc")
+                self.km.connection_file = os.path.join(self._runtime, f"{name}.json")
+            if plan.files_isolated:
+                rss, tmp, shm, work = sandbox.memory_split(self.memory_limit)
+                self._watchdog.limit = rss
+                box = sandbox.KernelBox(uid=sandbox.kernel_uid(), tmp_bytes=tmp, shm_bytes=shm, work_bytes=work,
+                                        processes=self.max_processes, seed=self._seed,
+                                        shown=(os.path.dirname(self._judge.socket_path),) if self._judge else ())
+                self.km.command_prefix = sandbox.kernel_prefix(plan, [self._runtime], box)
+                # In its own PID namespace the kernel is not the process the manager started, so
+                # interrupts go over the control channel instead of as a signal.
+                self.km.kernel_spec.interrupt_mode = "message"
+            else:
+                if plan.prefix and isinstance(self.km, SandboxedKernelManager):
+                    self.km.command_prefix = list(plan.prefix)
+                cwd = tempfile.mkdtemp(prefix="work-", dir=self._scratch)
+                shutil.copytree(self._seed, cwd, dirs_exist_ok=True)
+            self.start_new_kernel(cwd=cwd, env=self._kernel_environment(plan.files_isolated))
             self.start_new_kernel_client()
         except Exception as exc:  # noqa: BLE001 - any failure to start is reported per cell
             self._gave_up_reason = f"not run: the kernel could not start ({type(exc).__name__}: {exc})"
             self._shutdown_kernel()
             return False
-        self._watchdog.watch(self._kernel_pid())
+        self._watchdog.watch(self._kernel_pid(), self._runtime)
         report["kernel_start_seconds"].append(time.monotonic() - start)
         return True
 
     def _recover(self, succeeded: list[int], report: dict[str, Any]) -> bool:
-        """Restart the kernel and replay the cells in ``succeeded``; False when giving up."""
+        """Restart the kernel and replay what the tests need of ``succeeded``; False when giving up.
+
+        After ``max_kernel_restarts`` restarts the cells without points are skipped from then on, but the
+        kernel is still restarted for the answer and test cells (one death costs one test), until the time
+        budget is spent.
+        """
         self._shutdown_kernel()
         if self.restarts >= self.max_kernel_restarts:
+            self._demos_off = True
+        needed = sum(1 for c in self.nb.cells if c.cell_type == "code" and self._needed_for_tests(c))
+        if self.restarts >= self.max_kernel_restarts + needed:  # every cell a test needs had its chance
             self._gave_up_reason = (f"not run: the kernel died or hung {self.restarts + 1} times; "
                                     "the grader stopped restarting it")
             return False
@@ -330,12 +463,13 @@ class ResilientExecute(Execute):
         if not self._start_kernel(report):
             return False
         for index in succeeded:
+            original = self.nb.cells[index]
+            if not ("imports" in original.get("metadata", {}).get("tags", []) or is_answer_cell(original)):
+                continue  # demos, training loops and tests define nothing the remaining tests need
             remaining = self._deadline - time.monotonic()
             if remaining <= 0:
                 break
-            original = self.nb.cells[index]
             scratch = copy.deepcopy(original)
-            # Hidden tests only check; they define nothing later cells need, and they are slow.
             scratch.source = strip_hidden_tests(scratch.source)
             self.timeout = max(1, int(min(remaining, self._cell_timeout or remaining) + 0.999))
             self._output_used[index] = 0
@@ -364,7 +498,7 @@ class ResilientExecute(Execute):
         return exit_description(code)
 
     def _shutdown_kernel(self) -> None:
-        """Stop the kernel and its client, whatever state they are in."""
+        """Stop the kernel and its client, whatever state they are in; remove its runtime folder."""
         self._watchdog.watch(None)
         pid = self._kernel_pid()
         if pid is not None:
@@ -376,45 +510,65 @@ class ResilientExecute(Execute):
                 pass
         self.km = None
         self.kc = None
+        if self._runtime is not None:
+            shutil.rmtree(self._runtime, ignore_errors=True)  # follows no link the kernel left there
+            self._runtime = None
 
     # -- bookkeeping -------------------------------------------------------------------------
 
     _gave_up_reason = "not run"
     _network_note = ""
+    _runtime: str | None = None
 
     def _mark(self, cell: NotebookNode, outcome: str, reason: str | None) -> None:
         """Record the cell's outcome in its metadata; a not-run cell also gets an error output."""
         if outcome == "not_run":
             cell.outputs = [error_output(NOT_RUN, reason or "not run")]
             cell.execution_count = None
-        cell.metadata["autograder"] = {"outcome": outcome, "reason": reason}
+        previous = cell.metadata.get("autograder", {})
+        cell.metadata["autograder"] = {"outcome": outcome, "reason": reason,
+                                       **({"verdict": previous["verdict"]} if "verdict" in previous else {})}
 
     def output(self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None,
                cell_index: int) -> NotebookNode | None:
-        """Keep at most ``max_output_chars`` characters of output per cell; note the cut once."""
+        """Keep at most ``max_output_chars`` characters of output per cell, counting every message.
+
+        Streams, display data with its metadata, errors with their tracebacks: each costs the size of its
+        content. An error past the cap is still recorded (its name, and its text cut short), so that the
+        cell's outcome stays right; other messages past the cap are dropped, with one note.
+        """
         kind = msg["msg_type"]
         content = msg["content"]
-        if kind == "error":
-            return super().output(outs, msg, display_id, cell_index)
-        if kind == "stream":
-            size = len(content.get("text", ""))
-        else:
-            size = sum(len(v) if isinstance(v, str) else len(json.dumps(v)) for v in content.get("data", {}).values())
+        size = _message_size(content)
         used = self._output_used.get(cell_index, 0)
         if used + size <= self.max_output_chars:
             self._output_used[cell_index] = used + size
             return super().output(outs, msg, display_id, cell_index)
-        if cell_index in self._truncated:
-            return None
-        self._truncated.add(cell_index)
         self._output_used[cell_index] = self.max_output_chars
-        if kind == "stream" and used < self.max_output_chars:
+        first_cut = cell_index not in self._truncated
+        self._truncated.add(cell_index)
+        if kind == "error":
+            short = copy.deepcopy(msg)
+            short["content"] = {"ename": str(content.get("ename", "Error"))[:200],
+                                "evalue": str(content.get("evalue", ""))[:1000], "traceback": []}
+            super().output(outs, short, None, cell_index)
+        elif kind == "stream" and first_cut and used < self.max_output_chars:
             head = copy.deepcopy(msg)
-            head["content"]["text"] = content["text"][: self.max_output_chars - used]
+            head["content"]["text"] = str(content.get("text", ""))[: self.max_output_chars - used]
             super().output(outs, head, display_id, cell_index)
+        if not first_cut:
+            return None
         note = copy.deepcopy(msg)
         note["msg_type"] = "stream"
         note["header"] = {**msg.get("header", {}), "msg_type": "stream"}
         note["content"] = {"name": "stdout", "text": f"\n[grader: output cut after {self.max_output_chars} "
                                                     "characters]\n"}
         return super().output(outs, note, None, cell_index)
+
+
+def _message_size(content: Any) -> int:
+    """Characters a message's content would take in the notebook (its JSON, bounded work for huge ones)."""
+    try:
+        return len(json.dumps(content, default=str))
+    except (TypeError, ValueError, RecursionError):
+        return 1 << 40  # unreadable: counts as over any cap

@@ -3,7 +3,10 @@
 - :class:`MemoryWatchdog` polls the resident memory (RSS) of a kernel and of every process
   it started, and kills them all when the sum goes over the limit. ``RLIMIT_AS`` is not
   used: CUDA reserves huge virtual address ranges, so an address-space limit breaks every
-  GPU kernel while a resident-memory limit does not.
+  GPU kernel while a resident-memory limit does not. It also watches the kernel's runtime
+  folder, the one disk-backed folder the kernel may write (its sockets live there): more than
+  a few entries or a megabyte of files there, or any folder, is an attack on the disk, and the
+  kernel is killed. It looks at the folder's entries with ``lstat`` only (no link is followed).
 - :class:`SandboxedKernelManager` starts kernels behind the prefix of
   :mod:`autograder.execution.sandbox` (no network, no file but its own). A kernel in its own
   network namespace cannot reach the grader over TCP loopback, so it talks over Unix
@@ -13,7 +16,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -105,15 +110,17 @@ class MemoryWatchdog:
         self.peak = 0
         self.reason: str | None = None
         self._pid: int | None = None
+        self._folder: str | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="memory-watchdog", daemon=True)
         self._thread.start()
 
-    def watch(self, pid: int | None) -> None:
-        """Watch process ``pid`` from now on (``None``: watch nothing); clears :attr:`reason`."""
+    def watch(self, pid: int | None, folder: str | None = None) -> None:
+        """Watch process ``pid`` (and its runtime ``folder``) from now on (``None``: nothing); clears :attr:`reason`."""
         with self._lock:
             self._pid = pid
+            self._folder = folder
             self.reason = None
 
     def stop(self) -> None:
@@ -129,14 +136,45 @@ class MemoryWatchdog:
                 continue
             rss = process_tree_rss(pid)
             self.peak = max(self.peak, rss)
+            why = None
             if rss > self.limit:
+                why = f"memory limit exceeded: the kernel used {format_size(rss)} (limit {format_size(self.limit)})"
+            elif self._folder is not None:
+                why = folder_abuse(self._folder)
+            if why is not None:
                 with self._lock:
                     if self._pid != pid:
                         continue
-                    self.reason = (f"memory limit exceeded: the kernel used {format_size(rss)} "
-                                   f"(limit {format_size(self.limit)})")
+                    self.reason = why
                     self._pid = None
                 kill_process_tree(pid)
+
+
+#: What a kernel's runtime folder may hold: its connection file and a few sockets.
+RUNTIME_MAX_ENTRIES = 64
+RUNTIME_MAX_BYTES = 1024 * 1024
+
+
+def folder_abuse(folder: str) -> str | None:
+    """Why the kernel's runtime ``folder`` is being abused (too many entries, too many bytes, a folder), or None.
+
+    Reads the entries' own metadata only (``lstat``): a link or FIFO the kernel made is never followed or opened.
+    """
+    entries, size = 0, 0
+    try:
+        with os.scandir(folder) as found:
+            for entry in found:
+                entries += 1
+                info = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(info.st_mode):
+                    return "the kernel made a folder in its runtime folder (only its sockets belong there)"
+                size += info.st_size if stat.S_ISREG(info.st_mode) else 0
+                if entries > RUNTIME_MAX_ENTRIES or size > RUNTIME_MAX_BYTES:
+                    return (f"the kernel wrote more than {RUNTIME_MAX_ENTRIES} files or "
+                            f"{format_size(RUNTIME_MAX_BYTES)} to its runtime folder (only its sockets belong there)")
+    except OSError:
+        return None
+    return None
 
 
 class SandboxedKernelManager(AsyncKernelManager):

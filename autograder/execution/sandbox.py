@@ -1,26 +1,32 @@
-"""The kernel's view of the machine: its own folder and the Python environment, and no secret.
+"""The kernel's view of the machine: its own scratch folders and the Python environment, and no secret.
 
 A student's code runs in the kernel, so the kernel must not be able to read anything that would
-give away a grade: the source notebooks (solutions and hidden tests), ``autograder/`` (the judge,
-the specs, the stored references), the gradebook, and other students' submissions and feedback.
+give away a grade (the source notebooks, ``autograder/``, the stored references, the gradebook, other
+students' files), nor leave anything behind that the grader or a later kernel would follow, read or run.
 :func:`plan` finds out once per process whether this machine can start a kernel in a sandbox that
 shows it only:
 
 - read-only: the system folders (``/usr``, ``/etc``, ...), the Python installation and every
-  ``sys.path`` folder outside the repository, the repository's ``cs_lib`` (nothing else of it),
-  and the torch hub and kit data caches (weights, datasets);
-- writable: the kernel's working folder (the notebook's folder in the submission's temporary
-  course) and the kernel's runtime folder (its Unix sockets, and the judge's);
-- a private ``/tmp`` and ``/dev/shm``, a few device nodes (``/dev/null``, ``/dev/urandom``, the GPU's),
-  and a ``/proc`` of its own PID namespace (so ``/proc/<pid>/root`` of the grader is out of reach).
+  ``sys.path`` folder outside the repository, the torch hub and kit data caches (weights, datasets),
+  and the repository's ``cs_lib`` at ``/kit/cs_lib`` (nothing else of the repository, at no path that
+  names the checkout);
+- read-only too: the judge's folder (its socket is reachable; it cannot be replaced);
+- writable: a working folder of its own (:data:`WORK_DIR`, a tmpfs filled with a copy of the
+  assignment's files, gone when the kernel ends: the grader writes the graded notebook elsewhere and
+  never reads it back) and a fresh runtime folder for the kernel's own sockets;
+- a private ``/tmp`` and ``/dev/shm``, each a tmpfs with a ``size=`` (:func:`memory_split`), a few
+  device nodes (``/dev/null``, ``/dev/urandom``, the GPU's; ``/sys`` read-only where a GPU needs it),
+  and a ``/proc`` of its own PID namespace with ``/proc/sys`` and ``/proc/sysrq-trigger`` read-only.
 
-It is built with Linux namespaces: ``unshare --mount --pid --fork`` (plus ``--net`` for no network,
-plus ``--user --map-root-user`` when not root), then ``sandbox.sh`` bind-mounts the allowed paths into
-a fresh tmpfs, ``pivot_root``s into it, detaches the old root and starts the kernel with every
-capability dropped (``setpriv``): it can neither mount, nor remount a read-only folder writable, nor
-``chroot`` out. Where this is impossible (macOS, Ubuntu 24.04's default ban on unprivileged user
-namespaces, containers without ``CAP_SYS_ADMIN``) :func:`plan` says why and which fix applies, and
-``grade`` refuses to run unless ``--allow-unsandboxed`` is given.
+It is built with Linux namespaces: ``unshare --mount --pid --uts --ipc --fork`` (plus ``--net`` for no
+network, plus ``--user --map-root-user`` when not root), then ``sandbox.sh`` mounts the above into a fresh
+tmpfs, ``pivot_root``s into it, detaches the old root and starts the kernel with every capability dropped
+(``setpriv``). When the grader runs as root, the kernel runs as an unprivileged uid of its own
+(:func:`kernel_uid`) with ``RLIMIT_NPROC`` and ``RLIMIT_FSIZE`` (:class:`KernelBox`): it can neither mount,
+nor remount a read-only folder writable, nor ``chroot`` out, nor fork without bound. Where this is
+impossible (macOS, Ubuntu 24.04's default ban on unprivileged user namespaces, containers without
+``CAP_SYS_ADMIN``) :func:`plan` says why and which fix applies, and ``grade`` refuses to run unless
+``--allow-unsandboxed`` is given.
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ class SandboxPlan:
 
 
 def _unshare_flags(network: bool) -> list[str]:
-    flags = ["--mount", "--pid", "--fork", "--kill-child"]
+    flags = ["--mount", "--pid", "--uts", "--ipc", "--fork", "--kill-child"]
     if network:
         flags.append("--net")
     if os.geteuid() != 0:
@@ -83,7 +89,6 @@ def read_only_paths() -> list[str]:
     wanted += [Path(p) for p in prefixes if p]
     wanted += [Path(p) for p in sys.path if p and os.path.isdir(p)]
     wanted.append(Path(sys.executable).resolve().parent.parent)
-    wanted.append(repo / "cs_lib")
     wanted += _cache_paths()
     paths: list[str] = []
     for path in wanted:
@@ -93,10 +98,8 @@ def read_only_paths() -> list[str]:
         real = path.resolve()
         for candidate in dict.fromkeys((path, real)):
             # Never a folder that holds the repository (it would expose autograder/ and the sources),
-            # and nothing inside the repository but cs_lib.
-            if candidate == repo or repo.is_relative_to(candidate):
-                continue
-            if candidate.is_relative_to(repo) and not candidate.is_relative_to(repo / "cs_lib"):
+            # and nothing inside it (cs_lib is shown at /kit/cs_lib instead).
+            if candidate == repo or repo.is_relative_to(candidate) or candidate.is_relative_to(repo):
                 continue
             paths.append(str(candidate))
     return _outermost(paths)
@@ -119,6 +122,38 @@ def _cache_paths() -> list[Path]:
     return found
 
 
+def cache_environment() -> dict[str, str]:
+    """``TORCH_HOME`` and ``CS_KIT_DATA`` as the grader sees them, for a kernel whose HOME is elsewhere.
+
+    The sandbox shows both caches read-only at the same paths (:func:`read_only_paths`); a cache inside the
+    repository is neither shown nor named.
+    """
+    env: dict[str, str] = {}
+    repo = str(REPO_ROOT.resolve())
+    for name, path in (("TORCH_HOME", _torch_home()), ("CS_KIT_DATA", _data_dir())):
+        if path is not None and not str(Path(path).resolve()).startswith(repo):
+            env[name] = str(path)
+    return env
+
+
+def _torch_home() -> Path | None:
+    try:
+        import torch
+
+        return Path(torch.hub.get_dir()).parent
+    except Exception:  # noqa: BLE001 - no torch: no hub cache
+        return None
+
+
+def _data_dir() -> Path | None:
+    try:
+        from cs_lib.data import data_dir
+
+        return data_dir()
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def _outermost(paths: list[str]) -> list[str]:
     """Drop paths inside another listed path (the outer bind mount shows them already)."""
     kept: list[str] = []
@@ -139,17 +174,74 @@ def device_paths() -> list[str]:
     return devices
 
 
-def kernel_prefix(plan: SandboxPlan, writable: list[str]) -> list[str]:
-    """The argv to put in front of a kernel command, with ``writable`` the folders it may write."""
+@dataclass(frozen=True)
+class KernelBox:
+    """The bounds of one sandboxed kernel (see :func:`memory_split` and :func:`kernel_uid`)."""
+
+    uid: int | None = None  # the unprivileged uid it runs as; None: the caller's (not root)
+    tmp_bytes: int = 512 * 1024**2  # size of its /tmp
+    shm_bytes: int = 256 * 1024**2  # size of its /dev/shm
+    work_bytes: int = 256 * 1024**2  # size of its working folder
+    processes: int = 512  # RLIMIT_NPROC: processes and threads of its uid
+    seed: str | None = None  # a grader-made folder whose files are copied into the working folder
+    shown: tuple[str, ...] = ()  # grader-made folders shown read-only at the same path (the judge's socket)
+
+
+#: The kernel's working folder (and HOME) inside the sandbox.
+WORK_DIR = "/home/student"
+#: Where cs_lib is shown inside the sandbox (``PYTHONPATH`` of the kernel).
+KIT_DIR = "/kit"
+#: First uid of the kernels' uids: the grading process's pid is added, so concurrent kernels never share one.
+KERNEL_UID_BASE = 2_000_000
+
+
+def kernel_uid() -> int | None:
+    """The uid a kernel of this grading process runs as: its own when the grader is root, else None.
+
+    ``RLIMIT_NPROC`` counts processes per uid, so each grading process's kernel gets a uid that no other
+    process on the machine has (the base plus this process's pid, unique among running processes).
+    """
+    return KERNEL_UID_BASE + os.getpid() if os.geteuid() == 0 else None
+
+
+def memory_split(limit: int) -> tuple[int, int, int, int]:
+    """``--memory-limit`` as ``(resident, tmp, shm, work)`` bytes, so that everything a kernel holds fits.
+
+    A quarter goes to the three tmpfs (``/tmp`` an eighth, ``/dev/shm`` and the working folder a
+    sixteenth each, as files written there are memory too), three quarters to the resident memory of the
+    kernel's processes, which :class:`~autograder.execution.isolation.MemoryWatchdog` enforces.
+    """
+    tmp, shm, work = limit // 8, limit // 16, limit // 16
+    return limit - tmp - shm - work, tmp, shm, work
+
+
+def kernel_prefix(plan: SandboxPlan, writable: list[str], box: KernelBox | None = None) -> list[str]:
+    """The argv to put in front of a kernel command.
+
+    Args:
+        plan: this machine's :func:`plan`.
+        writable: grader-made folders the kernel may write (its runtime folder for its sockets).
+        box: the kernel's bounds, uid and working-folder seed (default: :class:`KernelBox` ()).
+    """
     if not plan.files_isolated:
         return list(plan.prefix)
-    bad = [w for w in writable if Path(w).resolve() == REPO_ROOT.resolve()
-           or REPO_ROOT.resolve().is_relative_to(Path(w).resolve())]
+    box = box or KernelBox()
+    repo = REPO_ROOT.resolve()
+    bad = [w for w in writable if Path(w).resolve() == repo or repo.is_relative_to(Path(w).resolve())
+           or Path(w).resolve().is_relative_to(repo)]
     if bad:
         raise ValueError(f"the kernel's writable folder {bad[0]} would expose the repository {REPO_ROOT}")
     read_only = [p for p in read_only_paths() if not any(Path(w).is_relative_to(p) for w in writable)]
-    env = [f"DLCV_SANDBOX_MPLCACHE={cache}"] if (cache := _matplotlib_cache()) else []
-    return ["env", *env, *plan.prefix, ":".join(read_only), ":".join(writable), ":".join(device_paths()), "--"]
+    read_only += [p for p in box.shown if p not in read_only]
+    settings = {"DLCV_SANDBOX_WORK": WORK_DIR, "DLCV_SANDBOX_KIT": str(repo / "cs_lib"),
+                "DLCV_SANDBOX_TMP_SIZE": box.tmp_bytes, "DLCV_SANDBOX_SHM_SIZE": box.shm_bytes,
+                "DLCV_SANDBOX_WORK_SIZE": box.work_bytes, "DLCV_SANDBOX_FSIZE": max(box.work_bytes, box.tmp_bytes),
+                "DLCV_SANDBOX_NPROC": box.processes, "DLCV_SANDBOX_UID": "" if box.uid is None else box.uid,
+                "DLCV_SANDBOX_SEED": box.seed or ""}
+    if cache := _matplotlib_cache():
+        settings["DLCV_SANDBOX_MPLCACHE"] = cache
+    return ["env", *(f"{k}={v}" for k, v in settings.items()), *plan.prefix, ":".join(read_only),
+            ":".join(writable), ":".join(device_paths()), "--"]
 
 
 def _matplotlib_cache() -> str | None:
@@ -184,14 +276,17 @@ def plan(files: bool = True, network: bool = True) -> SandboxPlan:
                 f"missing {', '.join(missing)} (Debian/Ubuntu: util-linux)"
             return SandboxPlan((), False, False, f"no sandbox: {why}. {FIX_HINT}")
         prefix = (unshare, *_unshare_flags(network), "sh", str(SCRIPT))
-        probe = [*prefix, ":".join(read_only_paths()), "", ":".join(device_paths()), "--", "true"]
+        probe = ["env", f"DLCV_SANDBOX_UID={kernel_uid() or ''}", *prefix, ":".join(read_only_paths()), "",
+                 ":".join(device_paths()), "--", "true"]
         try:
             proc = subprocess.run(probe, capture_output=True, text=True, timeout=30, cwd="/")
             error = proc.stderr.strip().splitlines()[-1] if proc.returncode else ""
         except (OSError, subprocess.TimeoutExpired) as exc:
             error = str(exc)
         if not error:
-            what = "its own folder, cs_lib and the Python environment" + (", no network" if network else "")
+            what = ("its own scratch folders, cs_lib and the Python environment"
+                    + (", as an unprivileged uid" if kernel_uid() is not None else "")
+                    + (", no network" if network else ""))
             return SandboxPlan(prefix, True, network, f"kernels run in a sandbox that shows them only {what}")
         return SandboxPlan((), False, False, f"no sandbox: `unshare --mount --pid` failed here ({error}). {FIX_HINT}")
     if network and unshare:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -59,6 +58,7 @@ class Limits:
     sandbox: bool = True  # False only with --allow-unsandboxed: the kernel can then read every file
     kernel_threads: int | None = None  # OMP/MKL/torch threads per kernel; None: library default
     strict_stderr: bool = False  # True: stderr output fails a test, as in plain nbgrader
+    processes: int = 512  # RLIMIT_NPROC of the kernel's own uid (when the grader is root)
 
 
 @dataclass
@@ -75,12 +75,7 @@ class Job:
 
 def grade_job(job: Job) -> SubmissionResult:
     """Grade ``job.submission``; never raises for anything the submission does."""
-    try:
-        return _grade_job(job)
-    finally:
-        marker = job.workdir / "rt-elsewhere"
-        if marker.exists():
-            shutil.rmtree(marker.read_text(), ignore_errors=True)
+    return _grade_job(job)
 
 
 def _grade_job(job: Job) -> SubmissionResult:
@@ -170,12 +165,8 @@ def _prepare_environment(limits: Limits, root: Path) -> None:
     if limits.kernel_threads:
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[name] = str(limits.kernel_threads)
-    # A private runtime folder: the kernel's connection file and sockets live there. Unix socket
-    # paths are limited to about 100 characters, so a deep work folder falls back to /tmp.
+    # The grader's own Jupyter runtime folder (each kernel gets a fresh one of its own: see the executor).
     runtime = root / "rt"
-    if len(str(runtime)) > 50:
-        runtime = Path(tempfile.mkdtemp(prefix="ag-", dir="/tmp" if os.path.isdir("/tmp") else None))
-        (root / "rt-elsewhere").write_text(str(runtime))  # removed by grade_job
     runtime.mkdir(parents=True, exist_ok=True)
     env["JUPYTER_RUNTIME_DIR"] = str(runtime)
     os.environ.clear()
@@ -195,7 +186,7 @@ def _run_autograde(root: Path, assignment: str, limits: Limits) -> None:
     cfg = autograde_config(base, timeout=limits.timeout, cell_timeout=limits.cell_timeout, memory=limits.memory,
                            max_output_chars=limits.max_output_chars, max_restarts=limits.max_restarts,
                            network_isolation=limits.network_isolation, file_isolation=limits.sandbox,
-                           judge_assignment=assignment,
+                           judge_assignment=assignment, max_processes=limits.processes,
                            report_path=str(root / "execution.json"), strict_stderr=limits.strict_stderr)
     handler = logging.FileHandler(root / "nbgrader.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
