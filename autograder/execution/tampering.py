@@ -201,10 +201,11 @@ def repair_plan(submission: NotebookNode, release: NotebookNode) -> RepairPlan:
             carriers[gid] = [match]
             claimed.add(match)
             plan.strip.discard(match)
+            how = "which has its release source" if is_locked(ref) else \
+                f"which defines {', '.join(sorted(_definitions(ref.source)))}"
             plan.changes.append(CellChange(gid, "recovered", (
                 f"{_what(ref)} '{gid}' has lost its nbgrader metadata (or its grade_id was changed); cell "
-                f"{match + 1}, {'which has its release source' if is_locked(ref) else 'which defines '
-                                + ', '.join(_definitions(ref.source))}, gets it back")))
+                f"{match + 1}, {how}, gets it back")))
     position = {gid: found[0] for gid, found in carriers.items() if found}
     for n, (gid, ref) in enumerate(release_cells):  # 4. a deleted test cell comes back
         if gid in position:
@@ -221,7 +222,7 @@ def repair_plan(submission: NotebookNode, release: NotebookNode) -> RepairPlan:
         else:
             plan.changes.append(CellChange(gid, "deleted", (
                 f"{_what(ref)} '{gid}' is missing (deleted, or its metadata lost and no cell defines "
-                f"{', '.join(_definitions(ref.source)) or 'its functions'}); not restored")))
+                f"{', '.join(sorted(_definitions(ref.source))) or 'its functions'}); not restored")))
     for gid, ref in release_cells:  # 5. metadata is the release's
         if gid not in position:
             continue
@@ -233,7 +234,7 @@ def repair_plan(submission: NotebookNode, release: NotebookNode) -> RepairPlan:
             plan.changes.append(CellChange(gid, "points", f"points of '{gid}' changed from {_points(ref_meta)} to "
                                                           f"{_points(meta)}; restored"))
         flags = [k for k in FLAGS if bool(meta.get(k)) != bool(ref_meta.get(k))]
-        if not is_graded(ref) and "points" in meta and _points(meta) != _points(ref_meta):
+        if not is_graded(ref) and meta.get("points") != ref_meta.get("points"):
             flags.append("points")
         if cell.cell_type != ref.cell_type:
             flags.append("cell type")
