@@ -172,7 +172,8 @@ def _limits(args: argparse.Namespace):  # -> autograder.execution.worker.Limits
     return Limits(timeout=args.timeout, cell_timeout=args.cell_timeout,
                   memory=parse_size(args.memory_limit) if args.memory_limit else _default_memory(args.jobs),
                   max_output_chars=args.max_output, max_restarts=args.max_restarts,
-                  network_isolation=not args.allow_network, strict_stderr=args.strict_stderr)
+                  network_isolation=not args.allow_network, strict_stderr=args.strict_stderr,
+                  processes=args.max_processes)
 
 
 def _default_memory(jobs: int | None) -> int:
@@ -236,7 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-limit", default=None,
                    help="resident memory per submission, e.g. 3GiB (default: 4GiB or 80%% of RAM / jobs)")
     p.add_argument("--max-output", type=int, default=1_000_000, help="output characters kept per cell")
-    p.add_argument("--max-restarts", type=int, default=3, help="kernel restarts per submission after a crash")
+    p.add_argument("--max-restarts", type=int, default=3,
+                   help="kernel restarts per submission after which cells without points (demos) are skipped; "
+                        "answer and test cells still get a fresh kernel each (default: 3)")
+    p.add_argument("--max-processes", type=int, default=512,
+                   help="processes and threads per kernel (RLIMIT_NPROC of its own uid, when grading as root; "
+                        "default: 512)")
     p.add_argument("--allow-network", action="store_true", help="do not cut the kernels off the network")
     p.add_argument("--allow-unsandboxed", action="store_true",
                    help="grade even where the kernel cannot be sandboxed (macOS, Ubuntu 24.04 without user "

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 import shutil
 import signal
@@ -44,7 +43,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograder import REPO_ROOT, assignments, source_notebook
+from autograder import assignments, source_notebook
 from autograder.batch.results import (
     SubmissionResult,
     export_grades,
@@ -59,6 +58,7 @@ from autograder.batch.submissions import Discovery, Submission, discover
 from autograder.execution.tampering import graded_ids
 from autograder.execution.worker import Job, Limits
 from autograder.feedback.pages import rejected_page, warm_up
+from autograder.judging.digest import grader_digest, verify
 from autograder.releasing.course import generate_assignment, make_course_dir
 
 #: Suffix of the file beside each result that says what input it was graded from (:class:`ResultStamp`).
@@ -181,8 +181,8 @@ def grade(submissions: Path, out: Path, jobs: int | None = None, limits: Limits 
                     todo.append((sub, digest))
                 else:
                     kept.append(previous)
-            job_list = [Job(i, sub, template, work / f"job{i:05d}", limits, feedback)
-                        for i, (sub, _) in enumerate(todo)]
+            job_list = [Job(i, sub, template, work / f"job{i:05d}", limits, feedback,
+                            grader_digests[sub.assignment]) for i, (sub, _) in enumerate(todo)]
             by_key = {(job.submission.assignment, job.submission.student): (job, digest)
                       for job, (_, digest) in zip(job_list, todo)}
             if feedback and len(job_list) > 1:
@@ -194,6 +194,8 @@ def grade(submissions: Path, out: Path, jobs: int | None = None, limits: Limits 
                 from autograder.judging.judge import warm_up as warm_up_judges
 
                 warm_up_judges(sorted({job.submission.assignment for job in job_list}))
+                for name in names:  # what the judges just loaded is what the batch started with
+                    verify(name, grader_digests[name])
             bar = _progress_bar(len(job_list)) if progress and job_list else None
             stamps: dict[tuple[str, str], ResultStamp] = {}
 
@@ -288,17 +290,6 @@ def stored_result(out: Path, assignment: str, student: str, digest: str
     except (OSError, ValueError, TypeError):
         return None
     return result, stamp
-
-
-def grader_digest(assignment: str) -> str:
-    """SHA-256 of what grades ``assignment``: its source notebook, hidden-test module and reference file."""
-    h = hashlib.sha256()
-    spec = importlib.util.find_spec(f"autograder.hidden_tests.{assignment}")
-    files = [source_notebook(assignment), Path(spec.origin) if spec and spec.origin else None,
-             REPO_ROOT / "autograder" / "references" / f"{assignment}.pt"]
-    for path in files:
-        _hash_part(h, str(path.name if path else None), path.read_bytes() if path and path.exists() else b"")
-    return h.hexdigest()
 
 
 def input_hash(sub: Submission, limits: Limits, feedback: bool, grader: str) -> str:

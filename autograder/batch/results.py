@@ -168,7 +168,9 @@ def _status(cell: NotebookNode | None, auto: float | None, max_points: float) ->
         if verdict.get("passed"):
             return "failed", "the cell wrote to stderr, which --strict-stderr scores as a failure"
         if message.startswith("no verdict"):
-            return "error", why or message
+            # The visible check's own assertion stopped the cell before the hidden test: a wrong answer. The
+            # label is the kernel's to choose, the points (0) are not.
+            return ("failed" if why.startswith("AssertionError") else "error"), why or message
         return "failed", message or "a hidden test failed"
     if kind == "error":
         return "error", why

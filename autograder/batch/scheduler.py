@@ -27,8 +27,11 @@ from pathlib import Path
 from autograder.batch.results import SubmissionResult, rejected_result
 from autograder.execution.isolation import kill_process_tree
 from autograder.execution.worker import Job, grade_job
+from autograder.judging.digest import GraderFilesChanged
 
 RESULT_FILE = "result.json"
+#: Exit code of a grading process that found the grader's files changed (:class:`GraderFilesChanged`).
+GRADER_CHANGED_EXIT = 3
 
 
 def default_jobs() -> int:
@@ -57,6 +60,9 @@ def _child(job: Job) -> None:
         sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
         result = grade_job(job)
         (job.workdir / RESULT_FILE).write_text(result.to_json(), encoding="utf-8")
+    except GraderFilesChanged as exc:
+        print(exc)
+        code = GRADER_CHANGED_EXIT
     except BaseException:  # noqa: BLE001 - report anything, never hang
         traceback.print_exc()
         code = 1
@@ -103,6 +109,8 @@ def run_jobs(jobs: list[Job], n_jobs: int, release_of: Callable[[str], object],
                            f"limit and was killed")
                 else:
                     proc.join()
+                    if proc.exitcode == GRADER_CHANGED_EXIT:
+                        raise GraderFilesChanged(worker_log_tail(job.workdir, 1))
                     why = f"the grading process failed (exit code {proc.exitcode}); see {job.workdir / 'worker.log'}"
                 del running[sentinel]
                 kill_process_tree(proc.pid)  # nothing of a finished job may linger

@@ -40,6 +40,7 @@ from autograder.execution.isolation import GiB
 from autograder.execution.nbgrader_run import kit_environment
 from autograder.execution.tampering import inspect_cells, is_graded, notebook_problem, restore_metadata
 from autograder.feedback.redact import hidden_lines
+from autograder.judging.digest import verify
 
 #: The student id of every submission inside its own temporary course.
 INTERNAL_STUDENT = "submission"
@@ -71,10 +72,18 @@ class Job:
     workdir: Path  # an empty folder of this job's own
     limits: Limits = field(default_factory=Limits)
     feedback: bool = False
+    grader_digest: str | None = None  # the assignment's grader files when the batch started (judging.digest)
 
 
 def grade_job(job: Job) -> SubmissionResult:
-    """Grade ``job.submission``; never raises for anything the submission does."""
+    """Grade ``job.submission``; never raises for anything the submission does.
+
+    Raises:
+        GraderFilesChanged: the assignment's grader files no longer match ``job.grader_digest``
+            (checked before the judge loads anything); the batch stops.
+    """
+    if job.grader_digest is not None:
+        verify(job.submission.assignment, job.grader_digest)
     return _grade_job(job)
 
 
