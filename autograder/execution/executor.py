@@ -268,6 +268,8 @@ class ResilientExecute(Execute):
         return outcome
 
     def _execute_and_classify(self, cell: NotebookNode, index: int, cut_by_budget: bool) -> str:
+        """Run one cell and classify it from the executor's own bookkeeping (never from an output's name)."""
+        self._timed_out = False
         try:
             self.execute_cell(cell, index, execution_count=self._count, store_history=True)
         except Exception as exc:  # noqa: BLE001 - whatever breaks, the grade survives
@@ -278,13 +280,11 @@ class ResilientExecute(Execute):
             self._mark(cell, "died", reason)
             return "died"
         errors = [o for o in cell.outputs if o.output_type == "error"]
-        if any(o.ename == TIMEOUT for o in errors):
+        if self._timed_out:  # set by _async_handle_timeout: the client's own clock, not an output
             what = (f"the submission's time limit of {self.submission_timeout:.0f} s ran out in this cell"
                     if cut_by_budget else f"the cell did not finish within {self.timeout} s")
-            for o in errors:
-                if o.ename == TIMEOUT:
-                    o.evalue = what
-                    o.traceback = [f"\x1b[0;31m{TIMEOUT}\x1b[0m: {what}"]
+            cell.outputs = [o for o in cell.outputs if not (o.output_type == "error" and o.ename == TIMEOUT)]
+            cell.outputs.append(error_output(TIMEOUT, what))
             self._mark(cell, "timeout", what)
             return "error" if self._responsive() else "hung"
         if errors:
@@ -369,6 +369,7 @@ class ResilientExecute(Execute):
         return env
 
     async def _async_handle_timeout(self, timeout: int, cell: NotebookNode | None = None) -> Any:
+        self._timed_out = True
         # After a timeout the cell's remaining output is not worth waiting for.
         self.iopub_timeout = 1
         return await super()._async_handle_timeout(timeout, cell)
@@ -473,10 +474,10 @@ class ResilientExecute(Execute):
             scratch.source = strip_hidden_tests(scratch.source)
             self.timeout = max(1, int(min(remaining, self._cell_timeout or remaining) + 0.999))
             self._output_used[index] = 0
+            self._timed_out = False
             try:
                 self.execute_cell(scratch, index, store_history=False)
-                broken = any(o.output_type == "error" and o.ename == TIMEOUT for o in scratch.outputs) \
-                    and not self._responsive()
+                broken = self._timed_out and not self._responsive()
             except Exception:  # noqa: BLE001 - died during the replay
                 broken = True
             finally:
@@ -519,6 +520,7 @@ class ResilientExecute(Execute):
     _gave_up_reason = "not run"
     _network_note = ""
     _runtime: str | None = None
+    _timed_out = False
 
     def _mark(self, cell: NotebookNode, outcome: str, reason: str | None) -> None:
         """Record the cell's outcome in its metadata; a not-run cell also gets an error output."""
