@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import pickle
 import struct
+import time
 
 import pytest
 import torch
@@ -84,3 +85,75 @@ def test_frames_over_the_size_limit_are_refused_before_decoding() -> None:
     frame = wire.encode(torch.zeros(1000))
     with pytest.raises(wire.WireError, match="limit"):
         wire.decode(frame, max_bytes=len(frame) - 1)
+
+
+# -- bounded cost: a hostile frame is refused in milliseconds, with the limit it broke named ----------
+
+
+def _tensors_frame(count: int) -> bytes:
+    nodes = b",".join(b'{"__tensor__":%d,"dtype":"float32","shape":[1],"nbytes":4}' % i for i in range(count))
+    return _frame(b"[" + nodes + b"]", b"\0" * (4 * count))
+
+
+HOSTILE = {
+    "list-of-1e6-values": (lambda: _frame(b"[" + b"0," * 999_999 + b"0]"), "values; the limit is 100000"),
+    "1e5-tiny-tensors": (lambda: _tensors_frame(100_000), "tensors; the limit is 4096"),
+    "10000-levels-deep": (lambda: _frame(b"[" * 10_000 + b"]" * 10_000), "nested more than 16 levels"),
+    "dict-of-1e6-keys": (lambda: _frame(b'{"__dict__":{' + b",".join(b'"k%d":0' % i for i in range(1_000_000))
+                                        + b"}}"), "values; the limit is 100000"),
+    "huge-shape-no-data": (lambda: _frame(b'{"__tensor__":0,"dtype":"float32","shape":[1000000,1000000,1000000],'
+                                          b'"nbytes":4000000000000000000}'), "declares more than .* elements"),
+    "100-dimensions": (lambda: _frame(b'{"__tensor__":0,"dtype":"float32","shape":[' + b",".join([b"2"] * 100)
+                                      + b'],"nbytes":4}'), "100 dimensions; the limit is 32"),
+    "5-MB-string": (lambda: _frame(b'"' + b"a" * 5_000_000 + b'"'), "header is 5000002 bytes; the limit is"),
+}
+
+
+def _seconds(fn, repeat: int) -> float:
+    best = math.inf
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_frames_are_refused_in_milliseconds_with_the_limit_named(name: str) -> None:
+    make, message = HOSTILE[name]
+    frame = make()
+    normal = wire.encode({"ok": True, "output": torch.randn(2, 3, 64, 64),
+                          "report": {"training": {f"layer{i}": True for i in range(60)}, "parameters": "0" * 64}})
+    normal_seconds = _seconds(lambda: wire.decode(normal), 20)
+
+    def refuse() -> None:
+        with pytest.raises(wire.WireError, match=message):
+            wire.decode(frame)
+
+    # A ratio against a normal reply decoded here and now, with a 50 ms floor: never an absolute time alone.
+    bound = max(0.05, 100 * normal_seconds)
+    assert _seconds(refuse, 3) < bound, f"refusing {name} took longer than {bound * 1e3:.1f} ms"
+
+
+@pytest.mark.parametrize("item, cost", [(0, 1), ("a,b[{}]", 1), (float("nan"), 2), ([], 1), ((0,), 3),
+                                        ({"k": 0}, 3), (torch.zeros(1), 6)],
+                         ids=["int", "string-with-commas", "nan", "empty-list", "tuple", "dict", "tensor"])
+def test_encode_and_decode_count_values_alike_up_to_the_limit(item: object, cost: int) -> None:
+    """A list of exactly MAX_NODES values round-trips; one value more is refused by both sides."""
+    n = min((wire.MAX_NODES - 1) // cost, wire.MAX_TENSORS)
+    value = [item] * n + [0] * (wire.MAX_NODES - 1 - n * cost)
+    frame = wire.encode(value)
+    assert len(wire.decode(frame)) == len(value)
+    with pytest.raises(wire.WireError, match="more than 100000 values"):
+        wire.encode([*value, 0])
+    (size,) = struct.unpack("<Q", frame[8:16])
+    header = b"[0," + frame[17:16 + size]  # the same list with one more value, made without encode
+    with pytest.raises(wire.WireError, match="100001 values; the limit is 100000"):
+        wire.decode(_frame(header, frame[16 + size:]))
+
+
+def test_encode_refuses_too_many_dimensions_and_too_long_strings() -> None:
+    with pytest.raises(wire.WireError, match="33 dimensions; the grader accepts at most 32"):
+        wire.encode(torch.zeros([1] * 33))
+    with pytest.raises(wire.WireError, match="the limit is 4194304"):
+        wire.encode("x" * (wire.MAX_HEADER_BYTES + 1))
