@@ -63,15 +63,20 @@ def cmd_grade(args: argparse.Namespace) -> int:
     from autograder.batch.grading import grade
     from autograder.batch.scheduler import default_jobs
     from autograder.execution import sandbox
+    from autograder.execution.limits import from_args
 
-    limits = _limits(args)
     jobs = args.jobs or default_jobs()
+    try:
+        limits = from_args(args, jobs)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     plan = sandbox.plan(files=True, network=limits.network_isolation)
     if not plan.files_isolated:
         if not args.allow_unsandboxed:
             print(f"error: refusing to grade: {plan.note}", file=sys.stderr)
             return 2
-        limits.sandbox = False
+        limits = limits.replace(sandbox=False)
         print(sandbox.UNSANDBOXED_WARNING, file=sys.stderr)
         plan = sandbox.plan(files=False, network=limits.network_isolation)
     if not args.quiet:
@@ -165,27 +170,6 @@ def cmd_similarity(args: argparse.Namespace) -> int:
     return 0
 
 
-def _limits(args: argparse.Namespace):  # -> autograder.execution.worker.Limits
-    from autograder.execution.isolation import parse_size
-    from autograder.execution.worker import Limits
-
-    return Limits(timeout=args.timeout, cell_timeout=args.cell_timeout,
-                  memory=parse_size(args.memory_limit) if args.memory_limit else _default_memory(args.jobs),
-                  max_output_chars=args.max_output, max_restarts=args.max_restarts,
-                  network_isolation=not args.allow_network, strict_stderr=args.strict_stderr,
-                  processes=args.max_processes)
-
-
-def _default_memory(jobs: int | None) -> int:
-    """4 GiB, or less so that all parallel kernels together stay within 80% of the RAM."""
-    import psutil
-
-    from autograder.batch.scheduler import default_jobs
-
-    share = 0.8 * psutil.virtual_memory().total / (jobs or default_jobs())
-    return int(min(4 * 1024**3, share))
-
-
 def _has_grade_module(name: str) -> bool:
     import importlib.util
 
@@ -193,6 +177,8 @@ def _has_grade_module(name: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from autograder.execution.limits import add_arguments as add_limit_arguments
+
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__, formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -230,25 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", "-j", type=int, default=None, help="submissions graded at once (default: CPU cores)")
     p.add_argument("--assignment", help="grade LMS-style files as this assignment (default: from the file name "
                                         "or the notebook's cells)")
-    p.add_argument("--timeout", type=float, default=1800.0,
-                   help="wall-clock seconds per submission (default: 1800)")
-    p.add_argument("--cell-timeout", type=float, default=None,
-                   help="seconds per cell (default: Execute.timeout of assignments/nbgrader_config.py)")
-    p.add_argument("--memory-limit", default=None,
-                   help="resident memory per submission, e.g. 3GiB (default: 4GiB or 80%% of RAM / jobs)")
-    p.add_argument("--max-output", type=int, default=1_000_000, help="output characters kept per cell")
-    p.add_argument("--max-restarts", type=int, default=3,
-                   help="kernel restarts per submission after which cells without points (demos) are skipped; "
-                        "answer and test cells still get a fresh kernel each (default: 3)")
-    p.add_argument("--max-processes", type=int, default=512,
-                   help="processes and threads per kernel (RLIMIT_NPROC of its own uid, when grading as root; "
-                        "default: 512)")
-    p.add_argument("--allow-network", action="store_true", help="do not cut the kernels off the network")
+    add_limit_arguments(p)
     p.add_argument("--allow-unsandboxed", action="store_true",
                    help="grade even where the kernel cannot be sandboxed (macOS, Ubuntu 24.04 without user "
                         "namespaces): student code can then read the solutions and other students' files")
-    p.add_argument("--strict-stderr", action="store_true",
-                   help="score stderr output in a test cell as a failure, as plain nbgrader does")
     p.add_argument("--no-feedback", dest="feedback", action="store_false",
                    help="skip the students' HTML feedback pages (written by default)")
     p.add_argument("--keep-work", action="store_true", help="keep the temporary per-submission courses")

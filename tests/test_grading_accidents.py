@@ -24,22 +24,31 @@ from nbformat import NotebookNode
 from autograder import source_notebook
 from autograder.batch.grading import GradingRun, grade
 from autograder.batch.samples import correct_submission, with_answer_body, wrong_body
+from autograder.execution.limits import Limits
 from autograder.execution.tampering import inspect_cells, restore_metadata
-from autograder.execution.worker import Limits
 from autograder.notebook_format import grade_id_of, nbgrader_meta
 from autograder.releasing.course import generate_assignment, make_course_dir
 from tests.corpus.build import without_demo_cells
 
-RELEASE_IDS = ["imports", "softmax", "test_softmax", "top_k_accuracy", "test_top_k_accuracy"]
+NV = "network_visualization"
 
 
 @pytest.fixture(scope="module")
-def notebooks(tmp_path_factory: pytest.TempPathFactory) -> tuple[NotebookNode, NotebookNode, NotebookNode]:
+def course(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[NotebookNode, NotebookNode, NotebookNode]]:
+    """assignment -> (source, release, correct submission without the demo cells), for ``example`` and NV."""
+    root = make_course_dir(tmp_path_factory.mktemp("accidents") / "course", ["example", NV])
+    out = {}
+    for assignment in ("example", NV):
+        release = nbformat.read(generate_assignment(root, assignment) / f"{assignment}.ipynb", as_version=4)
+        source = nbformat.read(source_notebook(assignment), as_version=4)
+        out[assignment] = (source, release, without_demo_cells(correct_submission(source, release)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def notebooks(course) -> tuple[NotebookNode, NotebookNode, NotebookNode]:
     """(source, release, correct submission without the demo cells) of ``example``."""
-    course = make_course_dir(tmp_path_factory.mktemp("accidents") / "course", ["example"])
-    release = nbformat.read(generate_assignment(course, "example") / "example.ipynb", as_version=4)
-    source = nbformat.read(source_notebook("example"), as_version=4)
-    return source, release, without_demo_cells(correct_submission(source, release))
+    return course["example"]
 
 
 # -- the accidents ---------------------------------------------------------------------------
@@ -187,6 +196,39 @@ ACCIDENTS = [
 ]
 
 
+# The same rule on a second assignment, with hand-graded markdown answers and 6 functions (18 points).
+
+
+def nv_pair_pasted_again(nb: NotebookNode, src: NotebookNode) -> None:
+    """A student who re-ran a fixed version pasted the Grad-CAM answer and its test at the end."""
+    nb.cells += [_copy(_cell(nb, "compute_gradcam")), _copy(_cell(nb, "test_compute_gradcam"))]
+
+
+def nv_inline_pasted_and_test_metadata_lost(nb: NotebookNode, src: NotebookNode) -> None:
+    second = _copy(_cell(nb, "inline_question_fooling"))
+    second.source = "**Answer, second try.** Many tiny aligned changes add up."
+    _paste_after(nb, "inline_question_fooling", second)
+    del _cell(nb, "test_compute_saliency_maps").metadata["nbgrader"]
+
+
+def nv_wrong_duplicated(nb: NotebookNode, src: NotebookNode) -> None:
+    nb.cells[:] = with_answer_body(nb, src, "compute_saliency_maps",
+                                   wrong_body(NV, src, "compute_saliency_maps")).cells
+    _paste_after(nb, "compute_saliency_maps", _copy(_cell(nb, "compute_saliency_maps")))
+
+
+#: student -> (accident, the test whose points it loses (None: none), texts tests.csv must hold)
+NV_ACCIDENTS = {
+    "nvpair": (nv_pair_pasted_again, None, ("answer cell 'compute_gradcam' appears 2 times",
+                                            "test cell 'test_compute_gradcam' appears 2 times")),
+    "nvinline": (nv_inline_pasted_and_test_metadata_lost, None,
+                 ("answer cell 'inline_question_fooling' appears 2 times",
+                  "test cell 'test_compute_saliency_maps' has lost its nbgrader metadata")),
+    "nvwrongdup": (nv_wrong_duplicated, "test_compute_saliency_maps",
+                   ("answer cell 'compute_saliency_maps' appears 2 times",)),
+}
+
+
 def accident_notebook(accident: Accident, source: NotebookNode, correct: NotebookNode) -> NotebookNode:
     nb = copy.deepcopy(correct)
     accident.make(nb, source)
@@ -205,16 +247,35 @@ def test_after_repair_each_release_cell_is_there_once_with_its_release_metadata(
     details = " | ".join(c.detail for c in changes)
     for text in accident.notes:
         assert text in details, details
+    _assert_repaired(nb, release)
+
+
+def _assert_repaired(nb: NotebookNode, release: NotebookNode) -> None:
+    """Each release grade_id on exactly one cell, with the release's metadata and type, each test after its answer."""
+    release_ids = [gid for c in release.cells if (gid := grade_id_of(c))]
     ids = [gid for c in nb.cells if (gid := grade_id_of(c))]
-    assert sorted(ids) == sorted(RELEASE_IDS), ids
+    assert sorted(ids) == sorted(release_ids), ids
+    for gid in release_ids:
+        if gid.startswith("test_") and gid.removeprefix("test_") in release_ids:
+            assert ids.index(gid.removeprefix("test_")) < ids.index(gid), f"{gid} comes before its answer"
     release_cells = {grade_id_of(c): c for c in release.cells if grade_id_of(c)}
     for cell in nb.cells:
         if "nbgrader" in cell.metadata:
             ref = release_cells[grade_id_of(cell)]
             assert cell.metadata["nbgrader"] == ref.metadata["nbgrader"] and cell.cell_type == ref.cell_type
-    order = [gid for gid in ids if gid in RELEASE_IDS]
-    assert order == RELEASE_IDS, "each test cell stays after its answer cell"
     nbformat.validate(nb)
+
+
+@pytest.mark.parametrize("student", ["nvpair", "nvinline", "nvwrongdup"])
+def test_the_rule_repairs_network_visualization_accidents_too(course, student: str) -> None:
+    source, release, correct = course[NV]
+    nb = copy.deepcopy(correct)
+    make, _, notes = NV_ACCIDENTS[student]
+    make(nb, source)
+    details = " | ".join(c.detail for c in inspect_cells(nb, release))
+    assert all(text in details for text in notes), details
+    restore_metadata(nb, release)
+    _assert_repaired(nb, release)
 
 
 def test_an_untouched_submission_needs_no_repair(notebooks) -> None:
@@ -250,15 +311,28 @@ def test_a_pasted_scratch_cell_runs_its_own_code_and_the_original_test_keeps_its
 
 
 @pytest.fixture(scope="module")
-def graded(notebooks, tmp_path_factory: pytest.TempPathFactory) -> GradingRun:
-    source, release, correct = notebooks
+def graded(course, tmp_path_factory: pytest.TempPathFactory) -> GradingRun:
+    """One batch: the example accidents, the NV accidents and an honest student of each."""
     work = tmp_path_factory.mktemp("accidents-batch")
     lms = work / "lms"
     lms.mkdir()
+    source, release, correct = course["example"]
     for accident in ACCIDENTS:
         nbformat.write(accident_notebook(accident, source, correct), lms / f"{accident.student}_example.ipynb")
     nbformat.write(correct, lms / "honest_example.ipynb")
-    return grade(lms, work / "out", jobs=2, limits=Limits(timeout=240.0, cell_timeout=60.0), progress=False)
+    source, release, correct = course[NV]
+    for student, (make, _, _) in NV_ACCIDENTS.items():
+        nb = copy.deepcopy(correct)
+        make(nb, source)
+        nbformat.write(nb, lms / f"{student}_{NV}.ipynb")
+    nbformat.write(correct, lms / f"nvhonest_{NV}.ipynb")
+    return grade(lms, work / "out", jobs=2, limits=Limits(timeout=600.0, cell_timeout=120.0), progress=False)
+
+
+def _said(run: GradingRun, student: str) -> str:
+    """Everything ``tests.csv`` says about ``student`` (tampering and notes columns)."""
+    rows = [r for r in csv.DictReader(open(run.tests_csv, encoding="utf-8")) if r["student"] == student]
+    return " | ".join(r["tampering"] + " | " + r["notes"] for r in rows)
 
 
 @pytest.mark.notebook
@@ -269,8 +343,7 @@ def test_each_accident_keeps_the_score_its_code_earns(graded: GradingRun, accide
     assert {t.grade_id: t.points for t in result.tests} == accident.points, \
         [(t.grade_id, t.points, t.status, t.reason, t.tampering) for t in result.tests]
     assert result.max_score == 4
-    rows = [r for r in csv.DictReader(open(graded.tests_csv, encoding="utf-8")) if r["student"] == accident.student]
-    said = " | ".join(r["tampering"] + " | " + r["notes"] for r in rows)
+    said = _said(graded, accident.student)
     for text in accident.notes:
         assert text in said, said
 
@@ -280,3 +353,32 @@ def test_the_honest_student_beside_the_accidents_keeps_full_marks_and_no_notes(g
     result = next(r for r in graded.results if r.student == "honest")
     assert result.score == result.max_score == 4 and result.notes == []
     assert all(t.tampering == "" for t in result.tests)
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("student", list(NV_ACCIDENTS))
+def test_network_visualization_accidents_keep_the_honest_students_points(graded: GradingRun, student: str) -> None:
+    """Every test scores what the honest student's does, except the one whose answer is wrong (0)."""
+    _, wrong_test, notes = NV_ACCIDENTS[student]
+    honest_result = next(r for r in graded.results if r.student == "nvhonest")
+    honest = {t.grade_id: (t.points, t.status) for t in honest_result.tests}
+    result = next(r for r in graded.results if r.student == student)
+    assert result.graded, result.notes
+    got = {t.grade_id: (t.points, t.status) for t in result.tests}
+    expected = dict(honest)
+    if wrong_test is not None:
+        assert honest[wrong_test][0] > 0
+        expected[wrong_test] = (0.0, got[wrong_test][1])
+        assert got[wrong_test][1] in ("failed", "error")
+    assert got == expected, [(t.grade_id, t.points, t.status, t.reason) for t in result.tests]
+    said = _said(graded, student)
+    for text in notes:
+        assert text in said, said
+
+
+@pytest.mark.notebook
+def test_the_honest_network_visualization_student_passes_every_autograded_test(graded: GradingRun) -> None:
+    result = next(r for r in graded.results if r.student == "nvhonest")
+    auto = [t for t in result.tests if not t.manual]
+    assert len(auto) == 6 and all(t.status == "passed" and t.points == t.max_points for t in auto)
+    assert result.notes == []

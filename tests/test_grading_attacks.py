@@ -16,7 +16,7 @@ from autograder import source_notebook
 from autograder.batch.grading import GradingRun, grade
 from autograder.batch.samples import correct_submission
 from autograder.execution import sandbox
-from autograder.execution.worker import Limits
+from autograder.execution.limits import Limits
 from autograder.releasing.course import generate_assignment, make_course_dir
 from tests.corpus.attacks import ATTACKS, Attack, attack_notebook
 

@@ -15,8 +15,8 @@ import pytest
 from autograder import REPO_ROOT, source_notebook
 from autograder.__main__ import build_parser
 from autograder.batch.demo import run_demo
+from autograder.execution.limits import Limits
 from autograder.execution.nbgrader_run import kit_environment, run_nbgrader
-from autograder.execution.worker import Limits
 from autograder.releasing.bundle import build_bundle
 from autograder.releasing.course import generate_assignment, make_course_dir
 from tests.corpus.build import without_demo_cells

@@ -38,7 +38,7 @@ from autograder.batch.shards import (
     task_resources,
 )
 from autograder.batch.submissions import Submission
-from autograder.execution.worker import Limits
+from autograder.execution.limits import Limits
 from autograder.releasing.course import generate_assignment, make_course_dir
 from tests.corpus.build import without_demo_cells
 

@@ -18,7 +18,6 @@ the others below full) and exits non-zero if they differ.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import re
 import shutil
@@ -39,7 +38,7 @@ from autograder.batch.samples import (
     wrong_body,
 )
 from autograder.execution import sandbox
-from autograder.execution.worker import Limits
+from autograder.execution.limits import Limits
 from autograder.judging.spec import hidden_test_module
 from autograder.notebook_format import grade_id_of, is_answer_cell
 from autograder.releasing.bundle import build_bundle
@@ -97,7 +96,7 @@ def run_demo(out: Path | None = None, jobs: int | None = None, limits: Limits | 
     plan = sandbox.plan(files=True, network=limits.network_isolation)
     if not plan.files_isolated:  # our own samples: safe to grade without a sandbox, but say so
         print(f"demo: grading without a sandbox ({plan.note.split('. ')[0]})", flush=True)
-        limits = dataclasses.replace(limits, sandbox=False)
+        limits = limits.replace(sandbox=False)
     work = Path(out) if out else Path(tempfile.mkdtemp(prefix="dlcv-demo-"))
     if out and work.exists():
         shutil.rmtree(work)

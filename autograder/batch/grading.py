@@ -55,8 +55,9 @@ from autograder.batch.results import (
 from autograder.batch.scheduler import default_jobs, run_jobs
 from autograder.batch.shards import Manifest, Shard, now_utc, plan_of, split, write_atomically
 from autograder.batch.submissions import Discovery, Submission, discover
+from autograder.execution.limits import Limits
 from autograder.execution.tampering import graded_ids
-from autograder.execution.worker import Job, Limits
+from autograder.execution.worker import Job
 from autograder.feedback.pages import rejected_page, warm_up
 from autograder.judging.digest import grader_digest, verify
 from autograder.releasing.course import generate_assignment, make_course_dir
@@ -133,7 +134,7 @@ def grade(submissions: Path, out: Path, jobs: int | None = None, limits: Limits 
         submissions: a folder or zip, in nbgrader's or an LMS's layout.
         out: the output course (created or updated).
         jobs: grading processes at a time (default: the number of cores).
-        limits: per-submission limits (default: :class:`~autograder.execution.worker.Limits`).
+        limits: per-submission limits (default: :class:`~autograder.execution.limits.Limits`).
         assignment: grade LMS-style notebooks as this assignment.
         feedback: also write each student's HTML feedback.
         progress: draw a progress bar on stderr.
@@ -146,7 +147,7 @@ def grade(submissions: Path, out: Path, jobs: int | None = None, limits: Limits 
     jobs = jobs or default_jobs()
     limits = limits or Limits()
     if limits.kernel_threads is None and jobs > 1:
-        limits.kernel_threads = max(1, default_jobs() // jobs)
+        limits = limits.replace(kernel_threads=max(1, default_jobs() // jobs))
     known = known_assignments()
     if assignment is not None and assignment not in known:
         raise FileNotFoundError(f"no source notebook for assignment '{assignment}'; known: {sorted(known)}")

@@ -238,19 +238,19 @@ def main(argv: list[str] | None = None) -> int:
 
     from autograder.batch.grading import known_assignments
     from autograder.batch.submissions import discover
-    from autograder.execution.isolation import parse_size
+    from autograder.execution.limits import add_arguments, from_args
 
     parser = argparse.ArgumentParser(prog="python -m autograder.batch.shards", description=main.__doc__)
     parser.add_argument("submissions")
     parser.add_argument("--shard-count", type=int, required=True)
     parser.add_argument("--assignment")
     parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--timeout", type=float, default=1800.0)
-    parser.add_argument("--memory-limit", default="4GiB")
+    add_arguments(parser)  # grade's own limit options and defaults
     args, _ = parser.parse_known_args(argv)
+    limits = from_args(args, args.jobs)
     found = discover(Path(args.submissions), known_assignments(), args.assignment)
     sizes = [len(s) for s in split(found.submissions, args.shard_count)]
-    minutes, mem_mb = task_resources(max(sizes), args.jobs, args.timeout, parse_size(args.memory_limit))
+    minutes, mem_mb = task_resources(max(sizes), args.jobs, limits.timeout, limits.memory)
     print("sizes " + " ".join(map(str, sizes)))
     print(f"time_minutes {minutes}")
     print(f"mem_mb {mem_mb}")

@@ -68,12 +68,12 @@ from traitlets import Bool, Float, Integer, Unicode
 
 from autograder.execution import sandbox
 from autograder.execution.isolation import (
-    GiB,
     MemoryWatchdog,
     SandboxedKernelManager,
     exit_description,
     kill_process_tree,
 )
+from autograder.execution.limits import DEFAULTS
 from autograder.feedback.redact import strip_hidden_tests
 from autograder.notebook_format import grade_id_of, is_answer_cell, is_graded, is_test_cell
 
@@ -102,11 +102,12 @@ def error_output(ename: str, evalue: str) -> NotebookNode:
 class ResilientExecute(Execute):
     """Execute a submission cell by cell, surviving kernel deaths, hangs and memory blow-ups."""
 
-    submission_timeout = Float(1800.0, help="wall-clock seconds for the whole notebook").tag(config=True)
-    memory_limit = Integer(4 * GiB, help="resident memory limit of the kernel, in bytes").tag(config=True)
-    max_kernel_restarts = Integer(3, help="kernel restarts after a death or a hang before giving up").tag(
-        config=True)
-    max_output_chars = Integer(1_000_000, help="output characters kept per cell").tag(config=True)
+    submission_timeout = Float(DEFAULTS.timeout, help="wall-clock seconds for the whole notebook").tag(config=True)
+    memory_limit = Integer(DEFAULTS.memory, help="everything the kernel may hold (resident memory and tmpfs), in "
+                                                 "bytes").tag(config=True)
+    max_kernel_restarts = Integer(DEFAULTS.max_restarts, help="kernel restarts after which cells without points "
+                                                              "are skipped").tag(config=True)
+    max_output_chars = Integer(DEFAULTS.max_output_chars, help="output characters kept per cell").tag(config=True)
     interrupt_grace = Float(5.0, help="seconds a timed-out kernel has to answer after an interrupt").tag(
         config=True)
     network_isolation = Bool(True, help="start the kernel without network where the OS allows").tag(config=True)
@@ -116,8 +117,9 @@ class ResilientExecute(Execute):
                                         "nbgrader's own rule from the outputs)").tag(config=True)
     report_path = Unicode("", help="where to write the JSON timing report (empty: nowhere)").tag(config=True)
 
-    max_processes = Integer(512, help="processes and threads a kernel may have (RLIMIT_NPROC, when the grader "
-                                      "is root and the kernel runs as a uid of its own)").tag(config=True)
+    max_processes = Integer(DEFAULTS.processes, help="processes and threads a kernel may have (RLIMIT_NPROC, when "
+                                                     "the grader is root and the kernel runs as a uid of its own)"
+                            ).tag(config=True)
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("kernel_manager_class", SandboxedKernelManager)

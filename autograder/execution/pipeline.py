@@ -26,6 +26,7 @@ from traitlets import Bool
 from traitlets.config import Config
 
 from autograder.execution.executor import VERDICTS, ResilientExecute
+from autograder.execution.limits import Limits
 from autograder.notebook_format import grade_id_of, is_test_cell
 
 
@@ -96,24 +97,21 @@ def autograde_preprocessors(strict_stderr: bool = False) -> list[type]:
     return steps
 
 
-def autograde_config(base: Config, *, timeout: float, cell_timeout: float | None, memory: int,
-                     max_output_chars: int, max_restarts: int, network_isolation: bool, report_path: str,
-                     strict_stderr: bool, file_isolation: bool = True, judge_assignment: str = "",
-                     max_processes: int = 512) -> Config:
-    """``base`` (the course's nbgrader config) plus the kit's pipeline and limits."""
+def autograde_config(base: Config, limits: Limits, *, judge_assignment: str = "", report_path: str = "") -> Config:
+    """``base`` (the course's nbgrader config) plus the kit's pipeline and ``limits``."""
     cfg = Config(base)
-    cfg.Autograde.autograde_preprocessors = autograde_preprocessors(strict_stderr)
+    cfg.Autograde.autograde_preprocessors = autograde_preprocessors(limits.strict_stderr)
     cfg.OverwriteCells.add_missing_cells = True
-    if cell_timeout:
-        cfg.Execute.timeout = int(cell_timeout)
-    cfg.ResilientExecute.submission_timeout = float(timeout)
-    cfg.ResilientExecute.memory_limit = int(memory)
-    cfg.ResilientExecute.max_output_chars = int(max_output_chars)
-    cfg.ResilientExecute.max_kernel_restarts = int(max_restarts)
-    cfg.ResilientExecute.network_isolation = bool(network_isolation)
+    if limits.cell_timeout:
+        cfg.Execute.timeout = int(limits.cell_timeout)
+    cfg.ResilientExecute.submission_timeout = float(limits.timeout)
+    cfg.ResilientExecute.memory_limit = int(limits.memory)
+    cfg.ResilientExecute.max_output_chars = int(limits.max_output_chars)
+    cfg.ResilientExecute.max_kernel_restarts = int(limits.max_restarts)
+    cfg.ResilientExecute.max_processes = int(limits.processes)
+    cfg.ResilientExecute.network_isolation = bool(limits.network_isolation)
+    cfg.ResilientExecute.file_isolation = bool(limits.sandbox)
     cfg.ResilientExecute.report_path = report_path
-    cfg.ResilientExecute.file_isolation = bool(file_isolation)
     cfg.ResilientExecute.judge_assignment = judge_assignment
-    cfg.ResilientExecute.max_processes = int(max_processes)
-    cfg.ScoreFromVerdicts.strict_stderr = bool(strict_stderr)
+    cfg.ScoreFromVerdicts.strict_stderr = bool(limits.strict_stderr)
     return cfg

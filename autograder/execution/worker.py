@@ -36,7 +36,7 @@ import nbformat
 from autograder import REPO_ROOT
 from autograder.batch.results import SubmissionResult, gradebook_rows, readable_timestamp, rejected_result, test_results
 from autograder.batch.submissions import Submission
-from autograder.execution.isolation import GiB
+from autograder.execution.limits import Limits
 from autograder.execution.nbgrader_run import kit_environment
 from autograder.execution.tampering import inspect_cells, is_graded, notebook_problem, restore_metadata
 from autograder.feedback.redact import hidden_lines
@@ -44,22 +44,6 @@ from autograder.judging.digest import verify
 
 #: The student id of every submission inside its own temporary course.
 INTERNAL_STUDENT = "submission"
-
-
-@dataclass
-class Limits:
-    """Per-submission limits (see ``python -m autograder grade --help``)."""
-
-    timeout: float = 1800.0  # wall-clock seconds for the whole notebook
-    cell_timeout: float | None = None  # None: the course's Execute.timeout
-    memory: int = 4 * GiB  # resident bytes for the kernel and its children
-    max_output_chars: int = 1_000_000  # per cell
-    max_restarts: int = 3
-    network_isolation: bool = True
-    sandbox: bool = True  # False only with --allow-unsandboxed: the kernel can then read every file
-    kernel_threads: int | None = None  # OMP/MKL/torch threads per kernel; None: library default
-    strict_stderr: bool = False  # True: stderr output fails a test, as in plain nbgrader
-    processes: int = 512  # RLIMIT_NPROC of the kernel's own uid (when the grader is root)
 
 
 @dataclass
@@ -192,11 +176,7 @@ def _run_autograde(root: Path, assignment: str, limits: Limits) -> None:
 
     base = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
     base.CourseDirectory.root = str(root)
-    cfg = autograde_config(base, timeout=limits.timeout, cell_timeout=limits.cell_timeout, memory=limits.memory,
-                           max_output_chars=limits.max_output_chars, max_restarts=limits.max_restarts,
-                           network_isolation=limits.network_isolation, file_isolation=limits.sandbox,
-                           judge_assignment=assignment, max_processes=limits.processes,
-                           report_path=str(root / "execution.json"), strict_stderr=limits.strict_stderr)
+    cfg = autograde_config(base, limits, judge_assignment=assignment, report_path=str(root / "execution.json"))
     handler = logging.FileHandler(root / "nbgrader.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger = logging.getLogger("traitlets")

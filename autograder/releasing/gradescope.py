@@ -102,7 +102,7 @@ def build(assignment: str, dist: Path, timeout: float = 1200.0, memory: int = 3 
 def run(root: Path) -> dict:
     """Grade ``root/submission``'s notebook; write and return ``root/results/results.json``."""
     from autograder.batch.grading import grade
-    from autograder.execution.worker import Limits
+    from autograder.execution.limits import Limits
 
     config = json.loads((root / "source" / "gradescope.json").read_text())
     assignment = config["assignment"]
@@ -121,7 +121,7 @@ def run(root: Path) -> dict:
             plan = sandbox.plan(files=True, network=True)
             warning = None
             if not plan.files_isolated and config.get("allow_unsandboxed"):
-                limits.sandbox, warning = False, sandbox.UNSANDBOXED_WARNING
+                limits, warning = limits.replace(sandbox=False), sandbox.UNSANDBOXED_WARNING
             # Without a sandbox and without the opt-in the executor starts no kernel: every test then says why.
             graded = grade(Path(tmp) / "submitted", Path(tmp) / "out", jobs=1, limits=limits, progress=False)
             data = results_json(graded.results[0], hidden_test_ids(assignment))
