@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -306,6 +307,23 @@ def test_a_pasted_scratch_cell_runs_its_own_code_and_the_original_test_keeps_its
     answer = _cell(nb, "top_k_accuracy")
     assert answer.source.startswith("def top_k_accuracy"), "the copy that defines the function is the answer"
 
+
+
+def test_a_notebook_without_cell_ids_stays_valid_after_repair(notebooks) -> None:
+    """An nbformat 4.4 file (no cell ids) gets no ids from the cells the grader inserts or converts."""
+    source, release, correct = notebooks
+    data = json.loads(nbformat.writes(correct))
+    data["nbformat_minor"] = 4
+    for cell in data["cells"]:
+        cell.pop("id", None)
+    nb = nbformat.reads(json.dumps(data), as_version=4)
+    nb.cells.pop(_index(nb, "test_softmax"))
+    cell_types_changed(nb, source)
+    for cell in nb.cells:
+        cell.pop("id", None)
+    restore_metadata(nb, release)
+    assert nb.nbformat_minor == 4 and not any("id" in c for c in nb.cells)
+    _assert_repaired(nb, release)
 
 # -- the batch --------------------------------------------------------------------------------
 

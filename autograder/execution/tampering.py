@@ -139,8 +139,9 @@ def restore_metadata(submission: NotebookNode, release: NotebookNode) -> None:
     after: dict[int, list[NotebookNode]] = {}
     for where, gid in plan.insert:
         fresh = copy.deepcopy(reference[gid])
-        if "id" in fresh:  # a fresh id: the student's notebook may still hold the release's
-            fresh["id"] = _new_id(used_ids)
+        fresh.pop("id", None)
+        if submission.get("nbformat_minor", 5) >= 5:  # cell ids exist from nbformat 4.5 on
+            fresh["id"] = _new_id(used_ids)  # a fresh one: the student's notebook may still hold the release's
         if fresh.cell_type == "code":
             fresh.outputs, fresh.execution_count = [], None
         after.setdefault(where, []).append(fresh)
