@@ -63,6 +63,15 @@ def test_nesting_depth_is_bounded() -> None:
         wire.encode(deep)
 
 
+def test_the_deepest_value_encode_sends_decodes_and_one_level_more_does_not() -> None:
+    deepest: object = 0
+    for _ in range(wire.MAX_DEPTH):
+        deepest = [deepest]
+    assert wire.decode(wire.encode(deepest)) == deepest
+    with pytest.raises(wire.WireError, match="nested more than 16 levels deep"):
+        wire.decode(_frame(b"[" * (wire.MAX_DEPTH + 1) + b"0" + b"]" * (wire.MAX_DEPTH + 1)))
+
+
 def _frame(header: bytes, data: bytes = b"") -> bytes:
     return wire.MAGIC + struct.pack("<Q", len(header)) + header + data
 
