@@ -281,7 +281,8 @@ def test_rejected_submissions_merge_as_zero_even_with_an_unreadable_time_stamp(t
                                                                                example_notebooks: tuple) -> None:
     from nbgrader.api import Gradebook
 
-    from autograder.batch.results import export_grades, merge_into_gradebook, rejected_result
+    from autograder.batch.results import export_grades, merge_into_gradebook
+    from autograder.execution.records import rejected_result
     from autograder.releasing.course import generate_assignment, make_course_dir
 
     _, release = example_notebooks

@@ -37,8 +37,8 @@ from autograder.batch.shards import (
     split,
     task_resources,
 )
-from autograder.batch.submissions import Submission
 from autograder.execution.limits import Limits
+from autograder.execution.records import Submission
 from autograder.releasing.course import generate_assignment, make_course_dir
 from tests.corpus.build import without_demo_cells
 

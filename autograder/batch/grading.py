@@ -43,20 +43,12 @@ from pathlib import Path
 
 import nbformat
 
-from autograder import assignments, source_notebook
-from autograder.batch.results import (
-    SubmissionResult,
-    export_grades,
-    merge_into_gradebook,
-    readable_timestamp,
-    summary_table,
-    write_test_csv,
-)
+from autograder.batch.results import export_grades, merge_into_gradebook, summary_table, write_test_csv
 from autograder.batch.scheduler import default_jobs, run_jobs
 from autograder.batch.shards import Manifest, Shard, now_utc, plan_of, split, write_atomically
-from autograder.batch.submissions import Discovery, Submission, discover
+from autograder.batch.submissions import Discovery, discover, known_assignments
 from autograder.execution.limits import Limits
-from autograder.execution.tampering import graded_ids
+from autograder.execution.records import Submission, SubmissionResult, readable_timestamp
 from autograder.execution.worker import Job
 from autograder.feedback.pages import rejected_page, warm_up
 from autograder.judging.digest import grader_digest, verify
@@ -118,11 +110,6 @@ class ResultStamp:
         data = json.loads(text)
         return cls(str(data["input_sha256"]), str(data["graded_at"]), data.get("shard"),
                    bool(data.get("in_gradebook", False)))
-
-
-def known_assignments() -> dict[str, set[str]]:
-    """Every assignment with a source notebook -> the grade_ids of its graded cells."""
-    return {a: set(graded_ids(nbformat.read(source_notebook(a), as_version=4))) for a in assignments()}
 
 
 def grade(submissions: Path, out: Path, jobs: int | None = None, limits: Limits | None = None,

@@ -44,8 +44,9 @@ from autograder.batch.grading import (
     record_path,
     stamp_path,
 )
-from autograder.batch.results import SubmissionResult, export_grades, write_test_csv
+from autograder.batch.results import export_grades, write_test_csv
 from autograder.batch.shards import MANIFEST_FILE, Manifest, Shard, write_atomically
+from autograder.execution.records import SubmissionResult
 from autograder.releasing.course import generate_assignment, make_course_dir
 
 _SHOWN_STUDENTS = 20

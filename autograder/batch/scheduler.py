@@ -2,7 +2,7 @@
 
 Each job runs in a process forked from this one (:func:`run_jobs`), so the cost of importing
 nbgrader, nbclient and friends is paid once, not once per submission. The child writes its
-:class:`~autograder.batch.results.SubmissionResult` as JSON into its work folder and exits; its
+:class:`~autograder.execution.records.SubmissionResult` as JSON into its work folder and exits; its
 stdout and stderr (nbgrader's log, the kernel's own messages) go to ``worker.log`` there.
 
 The executor inside the child enforces the submission's limits. The scheduler is the
@@ -24,8 +24,8 @@ from collections.abc import Callable
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from autograder.batch.results import SubmissionResult, rejected_result
 from autograder.execution.isolation import kill_process_tree
+from autograder.execution.records import SubmissionResult, rejected_result
 from autograder.execution.worker import Job, grade_job
 from autograder.judging.digest import GraderFilesChanged
 

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autograder.batch.submissions import Submission
+from autograder.execution.records import Submission
 
 #: The manifest file in every shard's output folder.
 MANIFEST_FILE = "shard.json"
@@ -236,8 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     import argparse
 
-    from autograder.batch.grading import known_assignments
-    from autograder.batch.submissions import discover
+    from autograder.batch.submissions import discover, known_assignments
     from autograder.execution.limits import add_arguments, from_args
 
     parser = argparse.ArgumentParser(prog="python -m autograder.batch.shards", description=main.__doc__)

@@ -34,51 +34,18 @@ import json
 import re
 import zipfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-#: Files larger than this are not read (a notebook with outputs is a few MB).
-MAX_NOTEBOOK_BYTES = 512 * 1024**2
+import nbformat
+
+from autograder import assignments, source_notebook
+from autograder.execution.records import Submission
+from autograder.execution.tampering import graded_ids
 
 _NAME_TIMESTAMP = re.compile(
     r"(?<!\d)(\d{4})-(\d{2})-(\d{2})[T _-](\d{2})[-:.h]?(\d{2})(?:[-:.m]?(\d{2}))?(?!\d)")
 _RESUBMISSION = re.compile(r"-(\d+)$")
-
-
-@dataclass
-class Submission:
-    """One notebook to grade, and where it came from."""
-
-    student: str
-    assignment: str | None
-    path: str  # the file, or the zip holding it
-    member: str | None = None  # the zip entry, if any
-    timestamp: str | None = None  # ISO 8601 UTC, or the text of nbgrader's timestamp.txt
-    timestamp_source: str = ""
-    layout: str = "lms"  # "nbgrader" or "lms"
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def origin(self) -> str:
-        """Where the notebook is, for people: ``path`` or ``zip:member``."""
-        return f"{self.path}:{self.member}" if self.member else self.path
-
-    def read_bytes(self) -> bytes:
-        """The notebook file's bytes.
-
-        Raises:
-            OSError: when the file cannot be read or is larger than :data:`MAX_NOTEBOOK_BYTES`.
-        """
-        if self.member is None:
-            size = Path(self.path).stat().st_size
-            if size > MAX_NOTEBOOK_BYTES:
-                raise OSError(f"the file is {size / 1024**2:.0f} MB, more than a notebook can be")
-            return Path(self.path).read_bytes()
-        with zipfile.ZipFile(self.path) as zf:
-            info = zf.getinfo(self.member)
-            if info.file_size > MAX_NOTEBOOK_BYTES:
-                raise OSError(f"the file is {info.file_size / 1024**2:.0f} MB, more than a notebook can be")
-            return zf.read(info)
 
 
 @dataclass
@@ -281,3 +248,8 @@ def _assignment_from_content(sub: Submission, known: dict[str, set[str]]) -> str
     overlap = {a: len(ids & g) for a, g in known.items()}
     best = max(overlap, key=overlap.get, default=None)
     return best if best is not None and overlap[best] > 0 else None
+
+
+def known_assignments() -> dict[str, set[str]]:
+    """Every assignment with a source notebook -> the grade_ids of its graded cells."""
+    return {a: set(graded_ids(nbformat.read(source_notebook(a), as_version=4))) for a in assignments()}

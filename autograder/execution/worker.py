@@ -34,10 +34,16 @@ from pathlib import Path
 import nbformat
 
 from autograder import REPO_ROOT
-from autograder.batch.results import SubmissionResult, gradebook_rows, readable_timestamp, rejected_result, test_results
-from autograder.batch.submissions import Submission
 from autograder.execution.limits import Limits
 from autograder.execution.nbgrader_run import kit_environment
+from autograder.execution.records import (
+    Submission,
+    SubmissionResult,
+    gradebook_rows,
+    readable_timestamp,
+    rejected_result,
+    test_results,
+)
 from autograder.execution.tampering import inspect_cells, is_graded, notebook_problem, restore_metadata
 from autograder.feedback.redact import hidden_lines
 from autograder.judging.digest import verify

@@ -127,7 +127,7 @@ def warm_up(template: Path, assignment: str, scratch: Path) -> None:
 
     from nbgrader.api import Gradebook
 
-    from autograder.batch.results import quiet_sqlalchemy
+    from autograder.execution.records import quiet_sqlalchemy
 
     course = scratch / "feedback-warm-up"
     (course / "autograded" / "warmup" / assignment).mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from autograder.batch.submissions import Submission, discover
+from autograder.batch.submissions import discover
+from autograder.execution.records import Submission
 from autograder.similarity.compare import (
     DEFAULT_THRESHOLD,
     MIN_MATCHING_TOKENS,
@@ -102,8 +103,8 @@ def compare_submissions(submissions: Path, assignment: str | None = None, agains
     Raises:
         FileNotFoundError: ``submissions`` does not exist, holds no notebook, or ``assignment`` is unknown.
     """
-    from autograder.batch.grading import known_assignments
     from autograder.batch.scheduler import default_jobs
+    from autograder.batch.submissions import known_assignments
 
     known = known_assignments()
     if assignment is not None and assignment not in known:
