@@ -158,6 +158,12 @@ def wrong_then_right(nb: NotebookNode, src: NotebookNode) -> None:
     _paste_after(nb, "softmax", right)
 
 
+def wrong_after_its_test(nb: NotebookNode, src: NotebookNode) -> None:
+    """A wrong copy pasted after the test: the test ran on the right definition, as in the student's own run."""
+    wrong = _cell(with_answer_body(nb, src, "softmax", wrong_body("example", src, "softmax")), "softmax")
+    _paste_after(nb, "test_softmax", _copy(wrong))
+
+
 @dataclass(frozen=True)
 class Accident:
     student: str
@@ -194,6 +200,8 @@ ACCIDENTS = [
     Accident("wrongdup", wrong_duplicated, NO_SOFTMAX, ("answer cell 'softmax' appears 2 times",)),
     Accident("rightthenwrong", right_then_wrong, NO_SOFTMAX, ("answer cell 'softmax' appears 2 times",)),
     Accident("wrongthenright", wrong_then_right, FULL, ("answer cell 'softmax' appears 2 times",)),
+    Accident("wrongafter", wrong_after_its_test, FULL, ("the last copy that defines softmax before its test",
+                                                        "a test uses the definition in force where it stands")),
 ]
 
 

@@ -14,14 +14,18 @@ submission the grader applies this rule (:func:`repair_plan`), in notebook order
    keeps it and the others lose their nbgrader metadata and run, in order, as ordinary cells
    (so no code the student wrote is dropped):
 
-   - an answer cell: the **last** copy that defines the release's functions (``def softmax``);
-     that is the definition a student running the notebook top to bottom has; without one, the
-     last copy;
+   - an answer cell: the **last copy that defines the release's functions** (``def softmax``)
+     **before its test cell**: the definition that the test uses when the notebook runs top to
+     bottom (without one before the test, the last copy that defines them; without any, the last
+     copy). Every copy still runs where it stands, so a test always uses the definition in force at
+     its position, exactly as in the student's own run;
    - a locked cell (a test, the imports): the last copy whose source is the release's (the
      original, not a scratch cell pasted from it); without one, the last copy.
 3. **Lost metadata is found again.** A release cell that no cell carries is looked for among the
-   ordinary cells: a locked cell by its release source, an answer cell by the functions it
-   defines (the last such cell). The cell found gets the release metadata back.
+   ordinary cells: a locked cell by its release source (the last such cell), an answer cell by the
+   functions it defines (the last such cell before its test, as in rule 2). The cell found gets the
+   release metadata back. Locked cells are settled before answer cells, so that an answer's test is
+   known when its copy is chosen.
 4. **A deleted test cell comes back.** A graded cell that is still missing is inserted from the
    release right after the nearest earlier release cell (at the end if none is there); nbgrader's
    ``OverwriteCells`` then gives it its hidden tests. A deleted answer or imports cell is not
@@ -181,32 +185,39 @@ def repair_plan(submission: NotebookNode, release: NotebookNode) -> RepairPlan:
             else "has nbgrader metadata without a grade_id"
         plan.changes.append(CellChange(gid or "", "unknown", f"cell {i + 1} {said}; the metadata was removed "
                                                              "and the cell runs as an ordinary cell"))
-    for gid, ref in release_cells:  # 2. one copy per release cell
-        found = carriers.get(gid, [])
-        if len(found) < 2:
-            continue
-        keep, why = _choose(ref, [(i, cells[i]) for i in found])
-        plan.strip.update(i for i in found if i != keep)
-        carriers[gid] = [keep]
-        plan.changes.append(CellChange(gid, "duplicated", (
-            f"{_what(ref)} '{gid}' appears {len(found)} times (cells {', '.join(str(i + 1) for i in found)}); "
-            f"the grader uses cell {keep + 1} ({why}) and runs the other copies as ordinary cells")))
-    claimed = {i for found in carriers.values() for i in found}
-    for gid, ref in release_cells:  # 3. lost metadata is found again
-        if carriers.get(gid):
-            continue
-        ordinary = [(i, c) for i, c in enumerate(cells) if i not in claimed
-                    and ("nbgrader" not in c.get("metadata", {}) or i in plan.strip)]
-        match = _recover(ref, ordinary)
-        if match is not None:
-            carriers[gid] = [match]
-            claimed.add(match)
-            plan.strip.discard(match)
-            how = "which has its release source" if is_locked(ref) else \
-                f"which defines {', '.join(sorted(_definitions(ref.source)))}"
-            plan.changes.append(CellChange(gid, "recovered", (
-                f"{_what(ref)} '{gid}' has lost its nbgrader metadata (or its grade_id was changed); cell "
-                f"{match + 1}, {how}, gets it back")))
+    tests = _tests_of_answers(release_cells)
+    for locked in (True, False):  # 2-3, locked cells first: an answer's copy is chosen knowing where its test is
+        for gid, ref in release_cells:
+            if is_locked(ref) != locked:
+                continue
+            found = carriers.get(gid, [])
+            test = carriers.get(tests.get(gid, ""), [])
+            before = test[0] if len(test) == 1 else None  # the answer whose definition the test uses
+            if len(found) > 1:  # 2. one copy per release cell
+                keep, why = _choose(ref, [(i, cells[i]) for i in found], before)
+                plan.strip.update(i for i in found if i != keep)
+                carriers[gid] = [keep]
+                role = ("keeps its nbgrader metadata; all copies run in order, so a test uses the definition in "
+                        "force where it stands" if nbgrader_meta(ref).get("solution") else
+                        "is the test; the other copies run as ordinary cells")
+                plan.changes.append(CellChange(gid, "duplicated", (
+                    f"{_what(ref)} '{gid}' appears {len(found)} times (cells {', '.join(str(i + 1) for i in found)});"
+                    f" cell {keep + 1} ({why}) {role}")))
+            elif not found:  # 3. lost metadata is found again
+                claimed = {i for kept in carriers.values() for i in kept}
+                ordinary = [(i, c) for i, c in enumerate(cells) if i not in claimed
+                            and ("nbgrader" not in c.get("metadata", {}) or i in plan.strip)]
+                match = _recover(ref, ordinary, before)
+                if match is None:
+                    continue
+                carriers[gid] = [match]
+                plan.strip.discard(match)
+                how = "which has its release source" if is_locked(ref) else \
+                    f"which defines {', '.join(sorted(_definitions(ref.source)))}"
+                plan.changes.append(CellChange(gid, "recovered", (
+                    f"{_what(ref)} '{gid}' has lost its nbgrader metadata (or its grade_id was changed); cell "
+                    f"{match + 1}, {how}, gets it back")))
+    claimed = {i for kept in carriers.values() for i in kept}
     position = {gid: found[0] for gid, found in carriers.items() if found}
     for n, (gid, ref) in enumerate(release_cells):  # 4. a deleted test cell comes back
         if gid in position:
@@ -255,20 +266,26 @@ def repair_plan(submission: NotebookNode, release: NotebookNode) -> RepairPlan:
     return plan
 
 
-def _choose(ref: NotebookNode, copies: list[tuple[int, NotebookNode]]) -> tuple[int, str]:
-    """The copy of a duplicated release cell that keeps its ``grade_id``, and why (rule 2)."""
+def _choose(ref: NotebookNode, copies: list[tuple[int, NotebookNode]], before: int | None) -> tuple[int, str]:
+    """The copy of a duplicated release cell that keeps its ``grade_id``, and why (rule 2).
+
+    ``before`` is the position of the answer's test cell, if known: the definition in force there wins.
+    """
     if is_locked(ref):
         same = [i for i, c in copies if _normalized(c.source) == _normalized(ref.source)]
         if same:
             return same[-1], "the last copy with the release's source"
     elif names := _definitions(ref.source):
         defining = [i for i, c in copies if c.cell_type == "code" and names <= _definitions(c.source)]
+        prior = [i for i in defining if before is not None and i < before]
+        if prior:
+            return prior[-1], f"the last copy that defines {', '.join(sorted(names))} before its test"
         if defining:
             return defining[-1], f"the last copy that defines {', '.join(sorted(names))}"
     return copies[-1][0], "the last copy"
 
 
-def _recover(ref: NotebookNode, ordinary: list[tuple[int, NotebookNode]]) -> int | None:
+def _recover(ref: NotebookNode, ordinary: list[tuple[int, NotebookNode]], before: int | None) -> int | None:
     """The ordinary cell that is ``ref`` without its metadata (rule 3), or None."""
     if is_locked(ref):
         same = [i for i, c in ordinary if _normalized(c.source) == _normalized(ref.source)]
@@ -277,7 +294,20 @@ def _recover(ref: NotebookNode, ordinary: list[tuple[int, NotebookNode]]) -> int
     if ref.cell_type != "code" or not names:
         return None
     defining = [i for i, c in ordinary if c.cell_type == "code" and names <= _definitions(c.source)]
-    return defining[-1] if defining else None
+    prior = [i for i in defining if before is not None and i < before]
+    return (prior or defining or [None])[-1]
+
+
+def _tests_of_answers(release_cells: list[tuple[str, NotebookNode]]) -> dict[str, str]:
+    """answer grade_id -> the grade_id of the first test cell after it in the release (before the next answer)."""
+    tests, answer = {}, None
+    for gid, cell in release_cells:
+        meta = nbgrader_meta(cell)
+        if meta.get("solution"):
+            answer = gid if not meta.get("grade") else None
+        elif meta.get("grade") and answer is not None:
+            tests[answer], answer = gid, None
+    return tests
 
 
 def _definitions(source: str) -> set[str]:
