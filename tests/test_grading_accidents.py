@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -332,6 +333,61 @@ def test_a_notebook_without_cell_ids_stays_valid_after_repair(notebooks) -> None
     restore_metadata(nb, release)
     assert nb.nbformat_minor == 4 and not any("id" in c for c in nb.cells)
     _assert_repaired(nb, release)
+
+
+def _mutate(nb: NotebookNode, rng: random.Random) -> None:
+    """One random accident: a pasted copy, lost or invented metadata, a changed flag, grade_id or cell type."""
+    i = rng.randrange(len(nb.cells))
+    cell = nb.cells[i]
+    meta = cell.metadata.get("nbgrader")
+    kind = rng.choice(["paste", "paste", "drop", "invent", "flag", "grade_id", "type", "delete", "garbage"])
+    if kind == "paste":
+        nb.cells.insert(rng.randrange(len(nb.cells) + 1), _copy(cell))
+    elif kind == "drop":
+        cell.metadata.pop("nbgrader", None)
+    elif kind == "invent":
+        new = nbformat.v4.new_code_cell("x = 1")
+        new.metadata["nbgrader"] = {"grade": rng.random() < 0.5, "grade_id": rng.choice(["mine", "softmax", ""]),
+                                    "points": rng.choice([1, -3, "x"]), "solution": rng.random() < 0.5}
+        nb.cells.insert(i, new)
+    elif kind == "flag" and isinstance(meta, dict):
+        meta[rng.choice(["grade", "solution", "locked", "points", "task"])] = rng.choice([True, False, 7, None])
+    elif kind == "grade_id" and isinstance(meta, dict):
+        meta["grade_id"] = rng.choice(["other", "test_softmax", "top_k_accuracy", 5, None])
+    elif kind == "type":
+        kind_to = rng.choice(["code", "markdown", "raw"])
+        nb.cells[i] = _as_cell_type(cell, kind_to)
+    elif kind == "delete" and len(nb.cells) > 2:
+        nb.cells.pop(i)
+    elif kind == "garbage":
+        cell.metadata["nbgrader"] = rng.choice(["text", [1, 2], {"grade_id": "softmax", "points": {}}])
+
+
+def _as_cell_type(cell: NotebookNode, cell_type: str) -> NotebookNode:
+    make = {"code": nbformat.v4.new_code_cell, "markdown": nbformat.v4.new_markdown_cell,
+            "raw": nbformat.v4.new_raw_cell}[cell_type]
+    return make(cell.source, metadata=cell.metadata)
+
+
+def test_random_accidents_always_leave_each_release_cell_once_with_valid_metadata(notebooks) -> None:
+    """500 notebooks with 1 to 6 random accidents each: nbgrader's own validator accepts every repair."""
+    from nbgrader.nbgraderformat import MetadataValidator
+
+    source, release, correct = notebooks
+    rng = random.Random(15)
+    release_ids = sorted(gid for c in release.cells if (gid := grade_id_of(c)))
+    for _ in range(500):
+        nb = copy.deepcopy(correct)
+        for _ in range(rng.randint(1, 6)):
+            _mutate(nb, rng)
+        nb = nbformat.reads(nbformat.writes(nb), as_version=4)  # what the grader reads from disk
+        inspect_cells(nb, release)
+        restore_metadata(nb, release)
+        ids = [grade_id_of(c) for c in nb.cells if "nbgrader" in c.metadata]
+        graded = [grade_id_of(c) for c in release.cells if nbgrader_meta(c).get("grade")]
+        assert len(ids) == len(set(ids)) and set(ids) <= set(release_ids) and set(graded) <= set(ids), ids
+        MetadataValidator().validate_nb(nb)
+        nbformat.validate(nb)
 
 # -- the batch --------------------------------------------------------------------------------
 
