@@ -119,7 +119,10 @@ def notebook_problem(raw: bytes, release: NotebookNode, assignment: str) -> tupl
     for cell in nb.cells:  # nbformat tolerates some malformed cells; nbgrader does not
         if not isinstance(cell.get("source", ""), str) or not isinstance(cell.get("metadata", {}), dict):
             return None, "the submitted notebook has malformed cells"
-    expected = {gid for c in release.cells if (gid := grade_id_of(c))}
+    # Recognised by any graded or answer cell of the release (not by the locked cells every assignment shares,
+    # such as ``imports``), so that a notebook whose test cells lost their metadata is still this assignment's.
+    expected = {gid for c in release.cells
+                if (gid := grade_id_of(c)) and (is_graded(c) or nbgrader_meta(c).get("solution"))}
     found = {gid for c in nb.cells if (gid := grade_id_of(c))}
     if expected and not expected & found:
         if found:

@@ -171,11 +171,12 @@ def read_answers(raw: bytes, release: Release, author: str, origin: str) -> Answ
     Raises:
         BadInput: the file is empty, not a notebook, of another assignment, or holds no answer.
     """
-    from autograder.execution.tampering import notebook_problem
+    from autograder.execution.tampering import notebook_problem, restore_metadata
 
     nb, problem = notebook_problem(raw, release.notebook, release.assignment)
     if problem is not None:
         raise BadInput(problem)
+    restore_metadata(nb, release.notebook)  # the grader's rule: compare the copy of each answer that is graded
     answers = answers_from_notebook(nb, release, author, origin)
     if not set(answers.code) | set(answers.markdown):
         raise BadInput(f"none of assignment '{release.assignment}''s answer cells is in this notebook")
