@@ -576,6 +576,27 @@ def _flood(*_):
 _ip.events.register('post_run_cell', _flood)
 raise ValueError('e' * 40_000_000)
 """, honest_score=4.0, correct=True),
+    Leftover("display-updates-and-widgets", 3,
+             "after defining correct answers: a small output with a `display_id`, then 20 MB `update_display_data` "
+             "messages and a 40 MB `display_data` with the same `display_id`, and 20 widget `comm_open` messages "
+             "of 2 MB state each",
+             """
+from IPython.display import display
+_ip = get_ipython()
+display({'text/plain': 'small'}, raw=True, display_id='dlcv-grow')
+for _ in range(3):
+    _ip.display_pub.publish({'text/plain': 'u' * 20_000_000}, transient={'display_id': 'dlcv-grow'}, update=True)
+_ip.display_pub.publish({'text/plain': 'd' * 20_000_000, 'text/html': 'h' * 20_000_000},
+                        transient={'display_id': 'dlcv-grow'})
+try:
+    from comm import create_comm
+    for _ in range(20):
+        create_comm(target_name='jupyter.widget', data={'state': {
+            '_model_name': 'DLCVModel', '_model_module': 'dlcv', '_model_module_version': '1', 'junk': 'w' * 2_000_000},
+            'buffer_paths': []})
+except Exception as _e:
+    print('no comm:', _e)
+""", honest_score=4.0, correct=True),
     Leftover("hostile-judge-frames", 3,
              "correct answers, but every reply to the judge is a raw frame: a million values, 100,000 tensors, "
              "a tensor of 2^40 elements, a list nested 100,000 deep (honest 0: the judge never sees an answer)",
