@@ -477,7 +477,7 @@ for _pid in range(2, 5000):
 #: Graded in a later run than the planter (a resumed run on the same output folder): nothing planted reaches it.
 READER = Leftover(
     "reader", 5,
-    "graded in a later, resumed run: looks for everything `planter` planted and for `DLCV_PLANTED` in its own "
+    "graded in a later, resumed run: looks for everything `planter` planted, and for its marker in its own "
     "interpreter",
     PLACES + """
 import builtins, glob
