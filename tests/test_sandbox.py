@@ -59,6 +59,13 @@ import cs_lib, torch
 open("own_file.txt", "w").write("ok")
 seeded = open("data.txt").read()
 leaks = sorted(k for k, v in os.environ.items() if secrets["repo"] in v or secrets["course"] in v)
+import glob, site
+texts = {"/proc/self/mountinfo": open("/proc/self/mountinfo").read()}
+for folder in site.getsitepackages():
+    for path in [*glob.glob(folder + "/*.pth"), *glob.glob(folder + "/__editable__*"),
+                 *glob.glob(folder + "/*.dist-info/direct_url.json")]:
+        texts[path] = open(path, errors="replace").read()
+leaks += sorted(path for path, text in texts.items() if secrets["repo"] in text or secrets["course"] in text)
 print(json.dumps({"reached": reached, "cs_lib": cs_lib.__file__, "cwd": os.getcwd(), "uid": os.getuid(),
                   "seeded": seeded, "leaks": leaks, "own": open("own_file.txt").read()}))
 '''

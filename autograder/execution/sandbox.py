@@ -122,6 +122,38 @@ def _cache_paths() -> list[Path]:
     return found
 
 
+@functools.lru_cache(maxsize=1)
+def naming_the_checkout() -> tuple[str, ...]:
+    """Files of the read-only Python environment whose text names the checkout, shown empty to the kernel.
+
+    An editable install of the kit (``pip install -e .``) leaves a ``.pth`` file, a finder module and a
+    ``direct_url.json`` in site-packages that hold the repository's path; the kernel needs none of them
+    (it imports cs_lib from ``/kit``).
+    """
+    repo = str(REPO_ROOT.resolve()).encode()
+    found = []
+    for folder in {*site.getsitepackages(), site.getusersitepackages(), *(p for p in sys.path if p)}:
+        folder_path = Path(folder)
+        if not folder_path.is_dir() or folder_path.resolve().is_relative_to(REPO_ROOT.resolve()):
+            continue
+        for path in [*folder_path.glob("__editable__*"), *folder_path.glob("*.pth"), *folder_path.glob("*.egg-link"),
+                     *folder_path.glob("*.dist-info/direct_url.json")]:
+            try:
+                if path.is_file() and repo in path.read_bytes():
+                    found.append(str(path))
+            except OSError:
+                continue
+        # A .pth that imports a finder shown empty would fail at every interpreter start: show it empty too.
+        stems = [Path(f).stem.encode() for f in found if f.endswith(".py")]
+        for path in folder_path.glob("*.pth"):
+            try:
+                if str(path) not in found and any(stem in path.read_bytes() for stem in stems):
+                    found.append(str(path))
+            except OSError:
+                continue
+    return tuple(sorted(set(found)))
+
+
 def cache_environment() -> dict[str, str]:
     """``TORCH_HOME`` and ``CS_KIT_DATA`` as the grader sees them, for a kernel whose HOME is elsewhere.
 
@@ -237,7 +269,7 @@ def kernel_prefix(plan: SandboxPlan, writable: list[str], box: KernelBox | None 
                 "DLCV_SANDBOX_TMP_SIZE": box.tmp_bytes, "DLCV_SANDBOX_SHM_SIZE": box.shm_bytes,
                 "DLCV_SANDBOX_WORK_SIZE": box.work_bytes, "DLCV_SANDBOX_FSIZE": max(box.work_bytes, box.tmp_bytes),
                 "DLCV_SANDBOX_NPROC": box.processes, "DLCV_SANDBOX_UID": "" if box.uid is None else box.uid,
-                "DLCV_SANDBOX_SEED": box.seed or ""}
+                "DLCV_SANDBOX_SEED": box.seed or "", "DLCV_SANDBOX_MASK": ":".join(naming_the_checkout())}
     if cache := _matplotlib_cache():
         settings["DLCV_SANDBOX_MPLCACHE"] = cache
     return ["env", *(f"{k}={v}" for k, v in settings.items()), *plan.prefix, ":".join(read_only),

@@ -5,7 +5,9 @@
 # (lists are ':'-separated). Settings come as environment variables, unset before COMMAND starts:
 #   DLCV_SANDBOX_WORK       the working folder inside the sandbox (a tmpfs of its own; COMMAND's cwd and HOME)
 #   DLCV_SANDBOX_SEED       a grader-made host folder whose plain files are copied into the working folder
-#   DLCV_SANDBOX_KIT        the host's cs_lib folder, shown read-only at /kit/cs_lib
+#   DLCV_SANDBOX_KIT        the host's cs_lib folder, copied (no bytecode) into a read-only tmpfs at /kit/cs_lib:
+#                           a copy, not a bind mount, so that /proc/self/mountinfo does not name the checkout
+#   DLCV_SANDBOX_MASK       ':'-separated files shown empty (an editable install's files that name the checkout)
 #   DLCV_SANDBOX_TMP_SIZE, DLCV_SANDBOX_SHM_SIZE, DLCV_SANDBOX_WORK_SIZE   tmpfs sizes in bytes
 #   DLCV_SANDBOX_UID        the unprivileged uid (and gid) COMMAND runs as; empty: keep the caller's
 #   DLCV_SANDBOX_NPROC      RLIMIT_NPROC (processes and threads of that uid)
@@ -57,7 +59,16 @@ for p in $rw; do
   fi
 done
 unset IFS
-if [ -n "${DLCV_SANDBOX_KIT:-}" ]; then bind "$DLCV_SANDBOX_KIT" ro /kit/cs_lib; fi
+if [ -n "${DLCV_SANDBOX_KIT:-}" ]; then
+  mount -t tmpfs -o mode=755,size=64m dlcv-kit "$root/kit"
+  cp -R "$DLCV_SANDBOX_KIT" "$root/kit/cs_lib"
+  find "$root/kit" -name __pycache__ -type d -prune -exec rm -rf {} +
+  mount -o remount,ro "$root/kit"
+fi
+: > "$root/.empty"
+IFS=:
+for f in ${DLCV_SANDBOX_MASK:-}; do [ -f "$root$f" ] && mount --bind "$root/.empty" "$root$f"; done
+unset IFS
 if [ -n "${DLCV_SANDBOX_SEED:-}" ] && [ -d "$DLCV_SANDBOX_SEED" ]; then
   # Plain files and folders only (cp -R copies links as links; the seed is the grader's own copy).
   cp -R "$DLCV_SANDBOX_SEED/." "$root$work/"
@@ -72,7 +83,7 @@ fi
 hostname sandbox 2>/dev/null || true  # the UTS namespace is ours: the host's name is not shown
 nproc_limit=${DLCV_SANDBOX_NPROC:-512}
 fsize_limit=${DLCV_SANDBOX_FSIZE:-268435456}
-unset DLCV_SANDBOX_MPLCACHE DLCV_SANDBOX_WORK DLCV_SANDBOX_SEED DLCV_SANDBOX_KIT DLCV_SANDBOX_TMP_SIZE \
+unset DLCV_SANDBOX_MPLCACHE DLCV_SANDBOX_WORK DLCV_SANDBOX_SEED DLCV_SANDBOX_KIT DLCV_SANDBOX_MASK DLCV_SANDBOX_TMP_SIZE \
   DLCV_SANDBOX_SHM_SIZE DLCV_SANDBOX_WORK_SIZE DLCV_SANDBOX_UID DLCV_SANDBOX_NPROC DLCV_SANDBOX_FSIZE
 cd "$root"
 mkdir .old-root
