@@ -8,6 +8,8 @@ Commands (``python -m autograder <command> --help`` for each):
   merge SHARD_OUT ... --out O  join the outputs of `grade --shard I/N` runs into one course
   feedback                     write each student's HTML feedback (hidden tests never shown)
   export                       write grades.csv (nbgrader's columns) and tests.csv (one row per test)
+  manual write | read CSV ...  grade the written questions by question: one HTML page per question with
+                               every student's answer; the exported scores back in as manual grades
   demo                         release, sample submissions, parallel grading, the grade table (offline)
   gradescope ASSIGNMENT        write dist/<assignment>-gradescope.zip for Gradescope
   references [ASSIGNMENT ...]  regenerate the hidden tests' reference files; say what changed
@@ -268,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", help="grades CSV path (default: <out>/grades.csv)")
     p.add_argument("--tests-to", help="per-test CSV path (default: <out>/tests.csv)")
     p.set_defaults(func=cmd_export)
+
+    from autograder.manual.cli import add_parser as add_manual_parser
+
+    add_manual_parser(sub, DEFAULT_OUT)
 
     p = sub.add_parser("demo", help="release, sample submissions, parallel grading (offline)",
                        description="Build every assignment's release (those with an autograder/grade module), "
