@@ -92,7 +92,8 @@ def test_release_replaces_model_answer_and_rubric_with_the_stub(assignment: str,
 
 
 def test_a_hostile_answer_renders_as_text_with_no_live_tag_link_or_image() -> None:
-    out = to_html(HOSTILE + "\n\n**bold** ![t](http://tracker.example/x.png) <a href='http://x'>y</a>")
+    out = to_html(HOSTILE + "\n\n**bold** ![t](http://tracker.example/x.png) <a href='http://x'>y</a> "
+                  "$x<script>alert(1)</script>$\n\n$$\n<img src=x onerror=alert(1)>\n$$")
     assert "<script" not in out and "<img" not in out and "<a " not in out and "onerror=\"" not in out
     assert "&lt;script&gt;" in out and "<strong>bold</strong>" in out and "[image: t]" in out
     assert "javascript:document.title=&#x27;pwned&#x27;" in out or "javascript:document.title='pwned'" in out

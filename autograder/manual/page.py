@@ -42,6 +42,7 @@ main{padding:1em 1.2em;max-width:1400px;margin:auto}
 .grade{display:flex;gap:.6em;align-items:flex-start}
 .grade input{width:5em;font:inherit}.grade textarea{flex:1;font:inherit;min-height:2.2em}
 .bad{outline:2px solid #e63946}
+.math{font-family:ui-monospace,monospace;font-size:.9em;color:#20466b}
 #status{font-size:.9em}#csv-out{width:100%;min-height:6em;display:none;margin-top:1em}
 #errors{color:#e63946;font-weight:600}
 """

@@ -4,7 +4,8 @@ Student answers are hostile input: the page must show them, never run them. :fun
 markdown with mistune (nbconvert's own markdown parser, already installed with nbgrader) with
 ``escape=True``, so every raw HTML tag or block comes out as text; links are shown as their text and
 address, never as a live ``<a>``; images as ``[image: alt]``, so that opening the page fetches nothing.
-LaTeX stays as its source (no MathJax: the page loads nothing from the network). The page also sets a
+LaTeX stays as its (escaped) source in a ``math`` span, set in a monospace font (no MathJax: the page
+loads nothing from the network). The page also sets a
 Content-Security-Policy that allows only its own nonce-tagged script, as a second line of defence.
 """
 
@@ -25,7 +26,17 @@ class _InertRenderer(mistune.HTMLRenderer):
         return f"[image: {text}]"   # mistune has already escaped the alt text
 
 
-_MARKDOWN = mistune.create_markdown(renderer=_InertRenderer(escape=True), plugins=["strikethrough", "table"])
+def _inline_math(renderer: mistune.HTMLRenderer, text: str) -> str:
+    return f'<span class="math">{html.escape(text)}</span>'
+
+
+def _block_math(renderer: mistune.HTMLRenderer, text: str) -> str:
+    return f'<div class="math">{html.escape(text)}</div>\n'
+
+
+_MARKDOWN = mistune.create_markdown(renderer=_InertRenderer(escape=True), plugins=["strikethrough", "table", "math"])
+_MARKDOWN.renderer.register("inline_math", _inline_math)   # the LaTeX source, escaped, without \( \)
+_MARKDOWN.renderer.register("block_math", _block_math)
 
 
 def to_html(markdown: str) -> str:
