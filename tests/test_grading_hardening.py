@@ -19,6 +19,7 @@ checkout (no file the kernel wrote; under CI, no change at all).
 
 from __future__ import annotations
 
+import ast
 import csv
 import ctypes
 import hashlib
@@ -312,6 +313,10 @@ def test_the_planter_planted_and_the_reader_found_nothing(leftovers: Batch) -> N
     """The planting attack really wrote files (in its own scratch folders), and a later kernel saw none."""
     planted = re.search(r"planted (\d+) files", printed(leftovers.result("planter")))
     assert planted and int(planted.group(1)) > 0, printed(leftovers.result("planter"))[-2000:]
+    # Everything it managed to write is in its own scratch folders (tmpfs, or the runtime folder under /tmp).
+    paths = ast.literal_eval(printed(leftovers.result("planter")).split("files: ", 1)[1].splitlines()[0])
+    outside = [p for p in paths if not p.startswith(("/tmp/", "/dev/shm/", sandbox.WORK_DIR + "/"))]
+    assert not outside, outside
     assert "found: []" in printed(leftovers.result(READER.student))
 
 
