@@ -212,10 +212,6 @@ def explain(result: SubmissionResult) -> list[tuple[str, float, str, str]]:
     return [(t.grade_id, t.points, t.status, t.reason[:300]) for t in result.tests]
 
 
-def _batch_id(attack: Leftover) -> str:
-    return attack.student
-
-
 # -- the batches -------------------------------------------------------------------------------------------
 
 
