@@ -100,3 +100,18 @@ def test_the_kernel_has_no_network_interfaces_but_loopback(tmp_path: Path, monke
     code = "import socket\nprint(sorted(name for _, name in socket.if_nameindex()))"
     nb, _ = _execute(tmp_path, [code], monkeypatch)
     assert _text(nb.cells[0]).strip() == "['lo']"
+
+
+def test_display_updates_and_widget_state_stay_within_the_cap(tmp_path: Path, monkeypatch) -> None:
+    shown = ("from IPython.display import display\n"
+             "for i in range(20):\n    display({'text/plain': 'x'}, raw=True, display_id='d')")
+    update = ("from IPython.display import update_display\n"
+              "for _ in range(20):\n    update_display({'text/plain': 'y' * 100_000}, raw=True, display_id='d')")
+    widget = ("from ipykernel.comm import Comm\n"
+              "c = Comm(target_name='jupyter.widget', data={'state': {'value': 'z' * 1_000_000}})\n"
+              "for _ in range(5):\n    c.send({'method': 'update', 'state': {'value': 'z' * 1_000_000}})")
+    nb, _ = _execute(tmp_path, [shown, update, widget, "print('ok')"], monkeypatch, max_output_chars=20_000)
+    size = len(nbformat.writes(nb))
+    assert size < 200_000, size  # 20 outputs x 100 kB of updates, and 6 MB of widget state, were dropped
+    assert "widgets" not in nb.metadata
+    assert _text(nb.cells[3]) == "ok\n"

@@ -123,6 +123,8 @@ class ResilientExecute(Execute):
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("kernel_manager_class", SandboxedKernelManager)
+        # Widget state would go into the graded notebook's metadata, outside every output cap; grading needs none.
+        kwargs.setdefault("store_widget_state", False)
         super().__init__(**kwargs)
         self._configured_timeout = self.timeout  # ``timeout`` is changed per cell below
 
@@ -257,6 +259,7 @@ class ResilientExecute(Execute):
         cut_by_budget = self._cell_timeout is None or remaining < self._cell_timeout
         self.timeout = max(1, int(limit + 0.999))
         self._output_used[index] = 0
+        self._running_index = index
         self._count += 1
         self.iopub_timeout = self._iopub_timeout
         judged = self._judge is not None and is_test_cell(cell) and grade_id_of(cell) is not None
@@ -523,6 +526,7 @@ class ResilientExecute(Execute):
     _network_note = ""
     _runtime: str | None = None
     _timed_out = False
+    _running_index = -1
 
     def _mark(self, cell: NotebookNode, outcome: str, reason: str | None) -> None:
         """Record the cell's outcome in its metadata; a not-run cell also gets an error output."""
@@ -568,6 +572,24 @@ class ResilientExecute(Execute):
         note["content"] = {"name": "stdout", "text": f"\n[grader: output cut after {self.max_output_chars} "
                                                     "characters]\n"}
         return super().output(outs, note, None, cell_index)
+
+
+    def _update_display_id(self, display_id: str, msg: dict[str, Any]) -> None:
+        """An update of an earlier display counts against the running cell's cap, once per output it rewrites.
+
+        nbclient writes ``update_display_data`` into every output shown with that ``display_id`` (in any cell)
+        without passing through :meth:`output`; unbounded, a kernel could grow the graded notebook by
+        re-sending one large display.
+        """
+        targets = sum(len(indices) for indices in self._display_id_map.get(display_id, {}).values())
+        index = self._running_index
+        size = _message_size(msg.get("content", {})) * max(1, targets)
+        used = self._output_used.get(index, 0)
+        if used + size > self.max_output_chars:
+            self._output_used[index] = self.max_output_chars
+            return
+        self._output_used[index] = used + size
+        super()._update_display_id(display_id, msg)
 
 
 def _message_size(content: Any) -> int:
