@@ -70,12 +70,15 @@ def read_answer(course: Path, question: Question, student: str) -> str:
 
 def students_of(course: Path, assignment: str) -> list[str]:
     """Students with a submission of ``assignment`` in the course's gradebook, sorted."""
-    from nbgrader.api import Gradebook
+    from nbgrader.api import Gradebook, MissingEntry
 
     from autograder.batch.grading import db_url
 
     with Gradebook(db_url(course)) as gb:
-        return sorted(s.student.id for s in gb.find_assignment(assignment).submissions)
+        try:
+            return sorted(s.student.id for s in gb.find_assignment(assignment).submissions)
+        except MissingEntry:   # in source/ but never graded
+            return []
 
 
 def existing_grades(course: Path, question: Question) -> dict[str, tuple[float | None, str]]:
@@ -85,6 +88,8 @@ def existing_grades(course: Path, question: Question) -> dict[str, tuple[float |
     from autograder.batch.grading import db_url
 
     found: dict[str, tuple[float | None, str]] = {}
+    if not students_of(course, question.assignment):
+        return found
     with Gradebook(db_url(course)) as gb:
         for sub in gb.find_assignment(question.assignment).submissions:
             student = sub.student.id

@@ -6,8 +6,9 @@ blank answers last and pre-scored 0), each with its students, the rendered answe
 (0..points) and a comment field. The button **Export scores (CSV)** downloads
 ``<assignment>.<grade_id>.scores.csv`` (one row per student, columns :data:`autograder.manual.scores.COLUMNS`)
 and shows the same text in a box to copy. The page keeps the TA's entries in the browser's
-``localStorage`` while it is open or reopened. It loads nothing: no CDN, no font, no image; its one script
-is inline and carries a nonce that the page's Content-Security-Policy requires.
+``localStorage`` (keyed by the course's path, assignment and question) while it is open or reopened.
+It loads nothing: no CDN, no font, no image; its one script is inline and carries a nonce that the
+page's Content-Security-Policy requires.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ main{padding:1em 1.2em;max-width:1400px;margin:auto}
 _SCRIPT = r"""
 (function () {
   const data = JSON.parse(document.getElementById("page-data").textContent);
-  const store = "autograder-manual:" + data.assignment + ":" + data.grade_id;
+  // every file:// page shares one origin: the course's path keeps two courses' entries apart
+  const store = "autograder-manual:" + data.course + ":" + data.assignment + ":" + data.grade_id;
   const cards = Array.from(document.querySelectorAll(".card"));
   function fields(card) {
     return {score: card.querySelector("input.score"), comment: card.querySelector("textarea.comment")};
@@ -143,12 +145,13 @@ def _card(group: AnswerGroup, points: float) -> str:
             f"</textarea></div></section>")
 
 
-def render_page(question: Question, groups: list[AnswerGroup]) -> str:
-    """The HTML of one question's grading page."""
+def render_page(question: Question, groups: list[AnswerGroup], course: str = "") -> str:
+    """The HTML of one question's grading page (``course``: the course's path, keys the saved entries)."""
     from autograder.manual.scores import COLUMNS
 
     nonce = secrets.token_urlsafe(16)
-    data = {"assignment": question.assignment, "notebook": question.notebook, "grade_id": question.grade_id,
+    data = {"course": course, "assignment": question.assignment, "notebook": question.notebook,
+            "grade_id": question.grade_id,
             "points": question.points, "columns": list(COLUMNS), "students": sum(len(g.students) for g in groups),
             "groups": {g.key: g.students for g in groups}}
     rubric = "".join(f'<li><span class="pts">({item.points:g})</span> {to_inline_html(item.text)}</li>'
@@ -192,7 +195,7 @@ def write_pages(course: Path, assignments: list[str]) -> list[Path]:
             groups = collect(course, question)
             page = course / "manual" / assignment / f"{question.grade_id}.html"
             page.parent.mkdir(parents=True, exist_ok=True)
-            page.write_text(render_page(question, groups), encoding="utf-8")
+            page.write_text(render_page(question, groups, str(course.resolve())), encoding="utf-8")
             pages.append(page)
             blank = sum(len(g.students) for g in groups if g.blank)
             links.append(f'<li><a href="{html.escape(assignment)}/{html.escape(question.grade_id)}.html">'
