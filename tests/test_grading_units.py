@@ -311,3 +311,15 @@ def test_demo_wrong_sample_is_a_function_nothing_else_calls_unless_declared() ->
         chosen = _leaf_function(source, answer_ids(source))
         assert chosen != building_block and chosen in answer_ids(source)
     assert hidden_test_module("style_transfer").DEMO_WRONG_SAMPLE == "content_loss"
+
+
+def test_gradescope_results_leave_written_answers_to_be_graded_by_hand() -> None:
+    from autograder.execution.records import SubmissionResult, TestResult
+    from autograder.releasing.gradescope import results_json
+
+    result = SubmissionResult("s", "network_visualization", "s.ipynb", tests=[
+        TestResult("test_f", 2.0, 2.0, "passed"), TestResult("inline_question", 0.0, 1.5, "not_run", manual=True)])
+    data = results_json(result, {"test_f"})
+    assert [t["name"] for t in data["tests"]] == ["test_f"]
+    assert data["score"] == 2.0 and "Autograded score: 2 / 2" in data["output"]
+    assert "1 written answers (1.5 points) are graded by hand" in data["output"]

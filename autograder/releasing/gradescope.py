@@ -132,9 +132,16 @@ def run(root: Path) -> dict:
 
 
 def results_json(result, hidden: set[str]) -> dict:  # result: SubmissionResult
-    """Gradescope's results.json for one graded submission."""
+    """Gradescope's results.json for one graded submission.
+
+    Written answers graded by hand are left out (grade them with Gradescope's manual questions); the summary
+    says how many points they hold.
+    """
     tests = []
+    manual = [t for t in result.tests if t.manual]
     for t in result.tests:
+        if t.manual:
+            continue
         lines = [f"{t.status}: {t.reason}" if t.reason else t.status]
         if t.tampering:
             lines.append(f"Changes to locked cells: {t.tampering}")
@@ -142,8 +149,13 @@ def results_json(result, hidden: set[str]) -> dict:  # result: SubmissionResult
                       "status": "passed" if t.status == "passed" else "failed",
                       "output": "\n".join(lines),
                       "visibility": "after_published" if t.grade_id in hidden else "visible"})
-    summary = [f"Autograded score: {result.score:g} / {result.max_score:g}", *result.notes]
-    return {"score": result.score, "output": "\n".join(summary), "tests": tests,
+    auto = [t for t in result.tests if not t.manual]
+    summary = [f"Autograded score: {sum(t.points for t in auto):g} / {sum(t.max_points for t in auto):g}"]
+    if manual:
+        summary.append(f"{len(manual)} written answers ({sum(t.max_points for t in manual):g} points) are graded by "
+                       "hand, outside this autograder.")
+    summary += result.notes
+    return {"score": sum(t.points for t in auto), "output": "\n".join(summary), "tests": tests,
             "visibility": "visible", "stdout_visibility": "hidden"}
 
 
