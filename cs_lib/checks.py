@@ -61,8 +61,9 @@ def check_tensor(
         ok = value.dim() == len(want) and all(w is None or w == g for w, g in zip(want, value.shape))
         if not ok:
             pretty = "(" + ", ".join("*" if w is None else str(w) for w in want) + ")"
+            why = _shape_diagnosis(tuple(value.shape), want)
             raise AssertionError(
-                f"{name} returned shape {tuple(value.shape)}; expected {pretty}.{suffix}"
+                f"{name} returned shape {tuple(value.shape)}; expected {pretty}.{why}{suffix}"
             )
     if dtype is not None and value.dtype != dtype:
         raise AssertionError(f"{name} returned dtype {value.dtype}; expected {dtype}.{suffix}")
@@ -107,7 +108,8 @@ def check_close(
     a = _to_numpy(got).astype(np.float64)
     b = _to_numpy(expected).astype(np.float64)
     if a.shape != b.shape:
-        raise AssertionError(f"{name} returned shape {a.shape}; expected {b.shape}.{suffix}")
+        why = _shape_diagnosis(a.shape, b.shape)
+        raise AssertionError(f"{name} returned shape {a.shape}; expected {b.shape}.{why}{suffix}")
     if a.size == 0:
         return
     finite_a, finite_b = np.isfinite(a), np.isfinite(b)
@@ -124,12 +126,119 @@ def check_close(
     if np.any(excess > 0):
         idx = np.unravel_index(np.argmax(excess), a.shape)
         where = tuple(int(i) for i in idx)
+        first = np.unravel_index(int(np.flatnonzero(excess > 0)[0]), a.shape)
         bad = int(np.sum(excess > 0))
+        first_text = "" if first == idx else (
+            f" First differing index {tuple(int(i) for i in first)}: got {a[first]:.6g}, expected {b[first]:.6g}.")
         raise AssertionError(
-            f"{name}: {bad} of {a.size} elements differ from the reference. Worst at index "
+            f"{name}: {bad} of {a.size} elements differ from the reference (shape {a.shape}). Worst at index "
             f"{where}: got {a[idx]:.6g}, expected {b[idx]:.6g} (abs error {err[idx]:.3g}, "
-            f"rel_error {rel_error(a, b):.3g}; tolerance rtol={rtol:g}, atol={atol:g}).{suffix}"
+            f"rel_error {rel_error(a, b):.3g}; tolerance rtol={rtol:g}, atol={atol:g}).{first_text}"
+            f"{_value_diagnosis(a, b, rtol, atol)}{suffix}"
         )
+
+
+def check_equal(name: str, got: Any, expected: ArrayLike, hint: str = "") -> None:
+    """Assert that ``got`` equals ``expected`` exactly (indices, labels, counts, masks).
+
+    A mismatch names the shapes, the first differing position with both values and, for 1-D results
+    such as the indices that ``nms`` keeps, what is missing and what is extra.
+
+    Args:
+        name: the student function being checked.
+        got: the student's result (tensor, array, list or number).
+        expected: the reference result.
+        hint: the first thing to check, appended to the message.
+    """
+    suffix = f" {hint}" if hint else ""
+    if got is None:
+        raise AssertionError(f"{name} returned None; did you forget to return?{suffix}")
+    if isinstance(expected, torch.Tensor):
+        check_tensor(name, got, device=expected.device, hint=hint)
+        if got.dtype != expected.dtype:
+            raise AssertionError(f"{name} returned dtype {got.dtype}; expected {expected.dtype}.{suffix}")
+    a, b = _to_numpy(got), _to_numpy(expected)
+    if a.shape == b.shape and np.array_equal(a, b):
+        return
+    if a.ndim == 1 and b.ndim == 1:
+        n = min(len(a), len(b))
+        diff = np.flatnonzero(a[:n] != b[:n])
+        first = int(diff[0]) if len(diff) else n
+        at = (f"position {first}: got {a[first]}, expected {b[first]}" if first < n
+              else f"position {first}: " + ("got nothing more" if len(a) == n else f"got {a[first]} beyond the end"))
+        missing = [x.item() for x in b if x not in a][:5]
+        extra = [x.item() for x in a if x not in b][:5]
+        detail = "".join([f" Missing: {missing}." if missing else "", f" Extra: {extra}." if extra else ""])
+        if not missing and not extra and len(a) == len(b):
+            detail = " Same elements in another order: check the order the result must have (e.g. by decreasing score)."
+        raise AssertionError(f"{name} returned {len(a)} elements; expected {len(b)}. First difference at {at}."
+                             f"{detail}{suffix}")
+    if a.shape != b.shape:
+        raise AssertionError(f"{name} returned shape {a.shape}; expected {b.shape}.{_shape_diagnosis(a.shape, b.shape)}"
+                             f"{suffix}")
+    diff = np.argwhere(a != b)
+    idx = tuple(int(i) for i in diff[0])
+    raise AssertionError(f"{name}: {len(diff)} of {a.size} elements differ. First at index {idx}: got {a[idx]}, "
+                         f"expected {b[idx]}.{suffix}")
+
+
+def _shape_diagnosis(got: tuple, want: Sequence[int | None]) -> str:
+    """The convention a wrong shape most likely missed, as a sentence (or '')."""
+    want = tuple(want)
+    if None in want:
+        if len(got) != len(want):
+            return f" It has {len(got)} dimensions; expected {len(want)}."
+        return ""
+    if len(got) == len(want) and sorted(got) == sorted(want):
+        return " It holds the expected sizes in another order: are two dimensions swapped (transpose/permute)?"
+    if tuple(d for d in got if d != 1) == tuple(d for d in want if d != 1):
+        return " It differs only in dimensions of size 1: keepdim=True/False, or a missing squeeze/unsqueeze?"
+    if int(np.prod(got)) == int(np.prod(want)):
+        return " It has the expected number of elements: a reshape or view in the wrong layout?"
+    if len(got) == len(want) - 1 and got == want[1:]:
+        return " The batch dimension is missing: did you compute one example instead of the batch?"
+    if len(got) == len(want) + 1 and got[1:] == want:
+        return " There is an extra leading dimension: did you forget to reduce over it?"
+    return ""
+
+
+def _value_diagnosis(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> str:
+    """The convention that a numeric mismatch most likely missed, as a sentence (or '')."""
+
+    def close(x: np.ndarray, y: np.ndarray) -> bool:
+        return x.shape == y.shape and x.size > 0 and bool(np.all(np.abs(x - y) <= 10 * (atol + rtol * np.abs(y))))
+
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))) or a.size < 2:
+        return ""
+    if a.ndim == 2 and a.shape[0] == a.shape[1] and close(a, b.T):
+        return " It equals the reference transposed: rows and columns swapped?"
+    if close(a, -b):
+        return (" It equals the reference with the opposite sign: a sign convention (gradient ascent vs descent, "
+                "a - b vs b - a)?")
+    denominator = float(np.sum(b * b))
+    if denominator > 0:
+        k = float(np.sum(a * b)) / denominator
+        if abs(k - 1) > 1e-3 and k != 0 and close(a, k * b):
+            return (f" Every element is {k:.4g} times the reference: a missing or extra normalisation (a mean "
+                    "instead of a sum, a factor 1/2, dividing by N, C or H*W)?")
+    offset = float(np.mean(a - b))
+    if abs(offset) > atol and close(a, b + offset):
+        return (f" Every element is off by {offset:+.4g}: an off-by-one or a half-pixel convention (+1 in widths, "
+                "0.5 pixel offsets)?")
+    for dim in range(a.ndim):
+        if a.shape[dim] < 3:
+            continue
+        for shift in (1, -1):
+            head = [slice(None)] * a.ndim
+            tail = [slice(None)] * a.ndim
+            head[dim], tail[dim] = (slice(shift, None), slice(None, -shift)) if shift > 0 else (slice(None, shift),
+                                                                                                 slice(-shift, None))
+            if close(a[tuple(head)], b[tuple(tail)]):
+                return (f" It matches the reference shifted by {shift:+d} along dimension {dim}: an off-by-one "
+                        "index, or a pixel-centre (half-pixel) alignment?")
+        if close(a, np.flip(b, axis=dim)):
+            return f" It equals the reference reversed along dimension {dim}: an index running the wrong way?"
+    return ""
 
 
 def _to_numpy(x: ArrayLike) -> np.ndarray:
