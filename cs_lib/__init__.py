@@ -3,7 +3,8 @@
 One module per concept:
 
 - :mod:`cs_lib.runtime`  device, seeds, grading mode, iteration budgets, progress bars
-- :mod:`cs_lib.checks`   ``rel_error``, ``check_close`` and shape/dtype/device checks
+- :mod:`cs_lib.checks`   ``rel_error``, ``check_close``, ``check_equal`` and shape/dtype/device checks
+- :mod:`cs_lib.submission_check` is this notebook gradable? (``python -m cs_lib.submission_check NOTEBOOK``)
 - :mod:`cs_lib.images`   ImageNet pre- and post-processing, blur and jitter
 - :mod:`cs_lib.models`   pretrained torchvision models through the weights API
 - :mod:`cs_lib.data`     sample images, CS231n's ImageNet images, styles, MNIST, shapes
@@ -17,12 +18,13 @@ Nothing here touches the network at import time; downloads happen only when a lo
 is called and its file is missing.
 """
 
-from cs_lib.checks import check_close, check_tensor, rel_error
+from cs_lib.checks import check_close, check_equal, check_tensor, rel_error
 from cs_lib.runtime import budget, get_device, in_grading, progress, seed_everything
 
 __all__ = [
     "budget",
     "check_close",
+    "check_equal",
     "check_tensor",
     "get_device",
     "in_grading",
