@@ -6,7 +6,13 @@ Inside the zip, under a folder named after the assignment:
   generate_assignment`` output), except files that look like solutions or reference
   outputs (:data:`EXCLUDED_PATTERNS`);
 - ``cs_lib/`` (the helpers the notebooks import), ``requirements-student.txt``,
-  ``setup_colab.sh``, ``datasets/download.py`` and ``datasets/README.md``.
+  ``setup_colab.sh``, ``datasets/download.py`` and ``datasets/README.md``;
+- ``docs/<assignment>/``: the README and the "what you should see" pictures that the notebook
+  links to, at the same relative paths as in the repository (the notebook sits at the bundle's
+  top, so ``docs/<assignment>/x.png`` resolves the same way); pictures :data:`PICTURE_BUDGET`
+  bytes at most per assignment;
+- ``cs_lib/manifests/<assignment>.json``: the release's graded cells, flags, points and locked
+  sources' digests, which ``python -m cs_lib.submission_check`` compares a notebook with.
 
 Never: ``autograder/`` (hidden tests, reference solutions and outputs), the source
 notebooks, caches. :func:`verify_bundle` re-reads the finished zip and refuses it (deleting
@@ -23,10 +29,14 @@ from pathlib import Path
 
 from autograder import REPO_ROOT
 from autograder.notebook_format import ALL_MARKERS
+from cs_lib.submission_check import make_manifest
 
 #: Top-level files and folders of the repository that go into every bundle.
 SHARED_FILES = ("requirements-student.txt", "setup_colab.sh", "datasets/download.py", "datasets/README.md")
 SHARED_PACKAGES = ("cs_lib",)
+#: Pictures shipped from ``docs/<assignment>/``: at most this many bytes in all, per assignment.
+PICTURE_BUDGET = 1024 * 1024
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg")
 #: Release-folder files left out of the bundle.
 EXCLUDED_PATTERNS = ("*solution*", "*reference*", "*.pt", "*.pth", "*.pyc", "gradebook.db")
 #: Text that must not appear in a bundled notebook.
@@ -52,6 +62,15 @@ def bundle_files(assignment: str, release_dir: Path) -> dict[str, Path]:
         path = REPO_ROOT / name
         if path.exists():
             files[f"{assignment}/{name}"] = path
+    docs = REPO_ROOT / "docs" / assignment
+    for path in sorted(docs.rglob("*")) if docs.is_dir() else []:
+        rel = path.relative_to(REPO_ROOT)
+        if path.is_file() and not _excluded(rel):
+            files[f"{assignment}/{rel.as_posix()}"] = path
+    pictures = sum(p.stat().st_size for p in files.values() if p.suffix.lower() in PICTURE_SUFFIXES)
+    if pictures > PICTURE_BUDGET:
+        raise BundleError(f"{assignment}'s pictures take {pictures / 2**20:.2f} MiB; a bundle ships at most "
+                          f"{PICTURE_BUDGET / 2**20:.0f} MiB of them. Shrink the pictures in docs/{assignment}/.")
     return files
 
 
@@ -73,6 +92,9 @@ def build_bundle(assignment: str, release_dir: Path, dist: Path) -> Path:
             if arcname.endswith(".sh"):
                 info.external_attr = 0o755 << 16
             zf.writestr(info, path.read_bytes())
+        for notebook in sorted(release_dir.glob("*.ipynb")):
+            manifest = make_manifest(assignment, json.loads(notebook.read_text(encoding="utf-8")))
+            zf.writestr(f"{assignment}/cs_lib/manifests/{notebook.stem}.json", json.dumps(manifest, indent=1))
     try:
         verify_bundle(target)
     except BundleError:
