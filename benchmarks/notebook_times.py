@@ -30,17 +30,28 @@ MAGIC = re.compile(r"^\s*[%!].*$", re.MULTILINE)
 
 def notebook_code(path: Path) -> list[str]:
     """The code cells of a source notebook, hidden blocks and IPython magics removed."""
+    return [code for _, code in notebook_parts(path)]
+
+
+def notebook_parts(path: Path) -> list[tuple[str, str]]:
+    """``(part, code)`` for each code cell: part is the last ``## `` heading above it ("setup" before any)."""
     nb = json.loads(path.read_text())
-    cells = []
+    cells, part = [], "setup"
     for cell in nb["cells"]:
-        if cell["cell_type"] == "code":
-            source = "".join(cell["source"])
-            cells.append(MAGIC.sub("", HIDDEN.sub("", source)))
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "markdown":
+            headings = [line[3:].strip() for line in source.splitlines() if line.startswith("## ")]
+            part = headings[-1] if headings else part
+        elif cell["cell_type"] == "code":
+            cells.append((part, MAGIC.sub("", HIDDEN.sub("", source))))
     return cells
 
 
-def run(assignment: str, grading: bool) -> tuple[float, str]:
-    """Execute one notebook's code in a fresh namespace; return (seconds, first error or '')."""
+def run(assignment: str, grading: bool, parts: dict[str, float] | None = None) -> tuple[float, str]:
+    """Execute one notebook's code in a fresh namespace; return (seconds, first error or '').
+
+    ``parts``, when given, receives the seconds spent in each ``## `` part of the notebook.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,7 +67,8 @@ def run(assignment: str, grading: bool) -> tuple[float, str]:
     os.chdir(folder)
     error = ""
     try:
-        for i, code in enumerate(notebook_code(folder / f"{assignment}.ipynb")):
+        for i, (part, code) in enumerate(notebook_parts(folder / f"{assignment}.ipynb")):
+            cell_start = time.perf_counter()
             try:
                 with contextlib.redirect_stdout(io.StringIO()):
                     exec(compile(code, f"{assignment}.ipynb cell {i}", "exec"), namespace)  # noqa: S102
@@ -64,6 +76,9 @@ def run(assignment: str, grading: bool) -> tuple[float, str]:
                 error = f"cell {i}: {type(exc).__name__}: {exc}"
                 traceback.print_exc(limit=3)
                 break
+            finally:
+                if parts is not None:
+                    parts[part] = parts.get(part, 0.0) + time.perf_counter() - cell_start
             plt.close("all")
     finally:
         os.chdir(cwd)
@@ -74,6 +89,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("assignments", nargs="*", help="assignments (default: all source notebooks)")
     parser.add_argument("--grading", action="store_true", help="grading-mode budgets (NBGRADER_EXECUTION)")
+    parser.add_argument("--parts", action="store_true", help="also print the seconds of each ## part")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     import torch
@@ -84,10 +100,14 @@ def main() -> int:
     failed = 0
     print(f"{'assignment':24s} {'mode':8s} {'device':24s} {'seconds':>8s}  error")
     for name in names:
-        seconds, error = run(name, args.grading)
+        parts: dict[str, float] = {}
+        seconds, error = run(name, args.grading, parts)
         failed += bool(error)
         print(f"{name:24s} {'grading' if args.grading else 'normal':8s} {device:24s} {seconds:8.1f}  {error}",
               flush=True)
+        if args.parts:
+            for part, part_seconds in parts.items():
+                print(f"    {part_seconds:8.1f}  {part}", flush=True)
     return 1 if failed else 0
 
 
