@@ -175,6 +175,11 @@ def check_structure(notebook: dict[str, Any], manifest: dict[str, Any], report: 
         if entry["solution"] and not entry["grade"] and cell.get("cell_type") == "code" \
                 and "raise NotImplementedError" in "".join(cell.get("source", "")):
             report.notes.append(f"{what} still raises NotImplementedError: not answered yet.")
+    shell = [str(i + 1) for i, c in enumerate(cells) if c.get("cell_type") == "code" and any(
+        line.lstrip().startswith("!") for line in "".join(c.get("source", "")).split("\n"))]
+    if shell:
+        report.notes.append(f"cell(s) {', '.join(shell)} run shell commands (`!...`), such as the setup cell: "
+                            "delete them before you submit; the grader runs your notebook offline.")
     unknown = sorted(set(where) - set(expected))
     if unknown:
         report.notes.append(
