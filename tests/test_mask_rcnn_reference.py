@@ -98,6 +98,31 @@ def test_roi_align_matches_torchvision(sol, aligned: bool, sampling_ratio: int) 
     assert empty.shape == (0, 4, 3, 3)
 
 
+def test_nms_matches_torchvision_on_a_chain_of_overlapping_boxes(sol) -> None:  # noqa: ANN001
+    """Each box overlaps the next: whether box j survives depends on every box before it, so the reference's
+    rounds to the greedy fixed point run as long as the chain (the worst case of the matrix-form NMS)."""
+    x = torch.arange(200, dtype=torch.float64) * 0.3
+    boxes = torch.stack([x, torch.zeros_like(x), x + 1, torch.ones_like(x)], dim=1)
+    scores = torch.linspace(1, 0, 200, dtype=torch.float64)
+    for threshold in (0.2, 0.5):   # IoU 0.54 with the next box, 0.25 with the one after: every third, every other
+        expected = torchvision.ops.nms(boxes, scores, threshold)
+        assert 1 < len(expected) < 200
+        assert torch.equal(sol.nms(boxes, scores, threshold), expected)
+
+
+@pytest.mark.parametrize("sampling_ratio", [2, -1])
+def test_roi_align_gradient_matches_torchvision(sol, sampling_ratio: int) -> None:  # noqa: ANN001
+    """The training test backpropagates through roi_align: the gradient with respect to the features too."""
+    g = torch.Generator().manual_seed(9)
+    features = torch.randn(2, 3, 11, 14, generator=g, dtype=torch.float64, requires_grad=True)
+    rois = torch.cat([torch.randint(0, 2, (25, 1), generator=g).to(torch.float64), _boxes(g, 25, 30, low=-6)], 1)
+    ours = sol.roi_align(features, rois, (4, 3), 0.5, sampling_ratio, False)
+    theirs = torchvision.ops.roi_align(features, rois, (4, 3), 0.5, sampling_ratio, False)
+    upstream = torch.randn(ours.shape, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(torch.autograd.grad(ours, features, upstream)[0],
+                               torch.autograd.grad(theirs, features, upstream)[0], rtol=RTOL, atol=ATOL)
+
+
 def test_roi_align_float32_within_float32_round_off(sol) -> None:  # noqa: ANN001
     g = torch.Generator().manual_seed(4)
     features = torch.randn(2, 8, 25, 30, generator=g)
