@@ -28,6 +28,7 @@ import io
 import os
 import socket
 import struct
+import sys
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -78,12 +79,14 @@ def handle(fn: Callable[..., Any], request: dict[str, Any]) -> dict[str, Any]:
     for a function that works in place, return ``{"returned": fn(...), "arguments": [each positional
     tensor argument after the call, else None]}`` and report no argument as modified);
     ``backward`` (``{"wrt": [i, ...], "grad_output": tensor or None}``); ``globals`` (``{name: source}``:
-    functions defined by ``source`` replace those globals of ``fn`` during the call).
+    functions defined by ``source`` replace those globals of ``fn`` during the call); ``watch`` (the
+    library prefixes and dispatcher ops to record while ``fn`` runs, :class:`_Recorder`).
 
     Returns:
         ``{"ok": True, "output", "grads", "modified", "modules"}`` or ``{"ok": False, "error_type", "message",
         "traceback"}``. ``modified`` lists the positional tensor arguments that ``fn`` changed in place;
-        ``modules`` describes every ``nn.Module`` argument after the call (:func:`module_report`).
+        ``modules`` describes every ``nn.Module`` argument after the call (:func:`module_report`);
+        ``record`` is :meth:`_Recorder.report` (what of ``watch`` ran, and whether the hook stayed).
     """
     args, kwargs = list(request.get("args", ())), dict(request.get("kwargs", {}))
     backward = request.get("backward")
@@ -92,8 +95,9 @@ def handle(fn: Callable[..., Any], request: dict[str, Any]) -> dict[str, Any]:
             args[i] = args[i].detach().clone().requires_grad_(True)
     originals = {i: a.detach().clone() for i, a in enumerate(args) if isinstance(a, torch.Tensor)}
     grads = None
+    recorder = _Recorder(request.get("watch") or ())
     try:
-        with _swapped_globals(fn, request.get("globals") or {}):
+        with _swapped_globals(fn, request.get("globals") or {}), recorder:
             output = fn(*args, **kwargs)
             if request.get("adapter") == "list":
                 output = list(output)
@@ -112,11 +116,81 @@ def handle(fn: Callable[..., Any], request: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - every failure of the student's code is reported as data
         return {"ok": False, "error_type": type(exc).__name__, "message": str(exc)[:MAX_MESSAGE],
                 "traceback": "".join(traceback.format_exception(exc, limit=-8))[-4 * MAX_MESSAGE:],
-                "modules": _module_reports(args, kwargs)}
+                "modules": _module_reports(args, kwargs), "record": recorder.report()}
     modified = [i for i, before in originals.items() if request.get("adapter") != "in_place"
                 and (args[i].shape != before.shape or not torch.equal(args[i].detach(), before))]
     return {"ok": True, "output": output, "grads": grads, "modified": modified,
-            "modules": _module_reports(args, kwargs)}
+            "modules": _module_reports(args, kwargs), "record": recorder.report()}
+
+
+class _Recorder:
+    """Which watched library functions and dispatcher ops ran during one judged call (``sys.setprofile``).
+
+    ``watch`` holds dotted prefixes (``torchvision.ops.boxes.nms``, ``captum``) and ``ns::op`` names,
+    sent by the judge. A Python function is named ``module.qualname`` (its code's globals' ``__name__``),
+    a builtin ``module.name``, and a call through ``torch.ops`` by its op (``torchvision::nms``). Calls
+    made inside the grader's own stand-ins are not the student's and are not recorded. Each code object
+    is named once per call, so the cost is one dictionary lookup per Python call. :meth:`report` says
+    whether the hook was still in place at the end (``intact``); the judge decides what it means.
+    """
+
+    _OPS = ("OpOverloadPacket.__call__", "OpOverload.__call__")
+
+    def __init__(self, watch: Any) -> None:
+        self.watch = tuple(str(w) for w in watch)
+        self.ran: list[str] = []
+        self.codes: dict[Any, bool] = {}
+        self.intact = True
+        self.previous: Any = None
+
+    def __enter__(self) -> _Recorder:
+        if self.watch:
+            self.previous = sys.getprofile()
+            sys.setprofile(self._event)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.watch:
+            self.intact = sys.getprofile() == self._event
+            sys.setprofile(self.previous)
+
+    def report(self) -> dict[str, Any]:
+        return {"ran": self.ran[:64], "intact": self.intact}
+
+    def _watched(self, name: str) -> bool:
+        return any(name == w or name.startswith(w + ".") for w in self.watch)
+
+    def _event(self, frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            code = frame.f_code
+            watched = self.codes.get(code)
+            if watched is None:
+                qualname = code.co_qualname
+                name = f"{frame.f_globals.get('__name__', '?')}.{qualname}"
+                watched = self.codes[code] = qualname in self._OPS or self._watched(name)
+            if watched:
+                if code.co_qualname in self._OPS:
+                    op = getattr(frame.f_locals.get("self"), "_qualified_op_name", None) or getattr(
+                        frame.f_locals.get("self"), "_name", None)
+                    if isinstance(op, str) and op in self.watch:
+                        self._add(op, frame)
+                else:
+                    self._add(f"{frame.f_globals.get('__name__', '?')}.{code.co_qualname}", frame)
+        elif event == "c_call":
+            module = getattr(arg, "__module__", None)
+            if isinstance(module, str) and module.startswith("torch"):
+                name = f"{module}.{getattr(arg, '__name__', '?')}"
+                if self._watched(name):
+                    self._add(name, frame)
+
+    def _add(self, name: str, frame: Any) -> None:
+        if name in self.ran:
+            return
+        while frame is not None:  # inside a grader stand-in: the grader's call, not the student's
+            if frame.f_code.co_filename.startswith("<grader stand-in"):
+                return
+            frame = frame.f_back
+        self.ran.append(name)
 
 
 def _module_reports(args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -353,7 +353,7 @@ class ResilientExecute(Execute):
         os.mkdir(folder)
         os.chmod(folder, 0o755)
         path = os.path.join(folder, "judge.sock")
-        judge = Judge(self.judge_assignment, path)
+        judge = Judge(self.judge_assignment, path, notebook=self.nb)
         os.chmod(path, 0o666)  # the kernel's unprivileged uid must be able to connect
         return judge
 

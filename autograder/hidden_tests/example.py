@@ -97,3 +97,6 @@ SPECS = (
         checks=(_returns_a_float,),
     ),
 )
+
+#: What the graded functions may not use: nothing is forbidden in the example (``autograder/judging/policy.py``).
+DEFAULT_FORBIDDEN: tuple[str, ...] = ()

@@ -20,7 +20,7 @@ import torchvision
 
 from autograder import source_notebook
 from autograder.judging.solutions import answer_cells
-from autograder.judging.spec import Call, GradedFunction, WrongAnswer
+from autograder.judging.spec import Call, GradedFunction, WrongAnswer, with_policies
 from autograder.judging.toolkit import Failure
 from autograder.notebook_format import SOLUTION_REGION
 
@@ -547,3 +547,14 @@ SPECS = (
         ),
     ),
 )
+
+#: What the graded functions may not use (``autograder/judging/policy.py``): torchvision's box, NMS and
+#: RoI functions and its detection internals, and pycocotools, as the notebook's text says. The student's
+#: own functions are always allowed (``nms`` may call their ``box_iou``).
+DEFAULT_FORBIDDEN = ("torchvision.ops", "torch.ops.torchvision", "torchvision::nms", "torchvision::roi_align",
+                     "torchvision::roi_pool", "torchvision::ps_roi_align", "torchvision::ps_roi_pool",
+                     "torchvision.models.detection", "pycocotools")
+#: "Not Python loops over boxes or pixels (one loop is allowed where the text says so)": NMS (over kept
+#: boxes), the mask loss (over images) and mask AP (over detections) may loop.
+SPECS = with_policies(SPECS, no_loops=("box_iou", "encode_boxes", "decode_boxes", "roi_align",
+                                       "project_masks_on_boxes", "paste_masks_in_image"))

@@ -47,7 +47,7 @@ from torch import nn
 from autograder import source_notebook
 from autograder.judging.references import load_reference
 from autograder.judging.solutions import answer_cells, variant
-from autograder.judging.spec import GradedFunction, WrongAnswer
+from autograder.judging.spec import GradedFunction, WrongAnswer, with_policies
 from autograder.judging.toolkit import Failure, StudentError, check_model_report
 from autograder.notebook_format import SOLUTION_REGION
 from cs_lib.checks import check_close, check_tensor
@@ -926,6 +926,11 @@ SPECS = (
                    tolerance=_FRESH, wrong_answers=_class_step_wrong(), adapter="in_place",
                    forgeable=("model state",)),
 )
+
+#: What the graded functions may not use (``autograder/judging/policy.py``): Captum implements the same
+#: methods (the notebook compares with it in an ungraded part).
+DEFAULT_FORBIDDEN = ("captum",)
+SPECS = with_policies(SPECS)
 
 _UNNORMALIZED_HINT = SPECS[4].wrong_answers[0].hint
 

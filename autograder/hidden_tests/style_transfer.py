@@ -63,7 +63,7 @@ from torch import nn
 
 from autograder.judging.references import load_reference
 from autograder.judging.solutions import load_namespace, variant
-from autograder.judging.spec import Call, GradedFunction, WrongAnswer
+from autograder.judging.spec import Call, GradedFunction, WrongAnswer, with_policies
 from autograder.judging.toolkit import Failure, StudentError, clone_args
 from cs_lib.checks import check_close, check_tensor
 from cs_lib.grading_models import LOOP_MARKER, LOOP_PROBE, LOOP_PROBE_NAME
@@ -729,6 +729,11 @@ SPECS = (
                    tolerance="float64 loop: losses to 1e-8 relative, image to 1e-6 (module docstring)",
                    wrong_answers=LOOP_WRONG, forgeable=("the returned image is detached",)),
 )
+
+#: What the graded functions may not use: nothing beyond PyTorch is needed, and the text asks for the Gram
+#: matrix and the TV loss without Python loops (``autograder/judging/policy.py``).
+DEFAULT_FORBIDDEN: tuple[str, ...] = ()
+SPECS = with_policies(SPECS, no_loops=("gram_matrix", "tv_loss"))
 
 
 def warm_up() -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from autograder.judging.spec import Call, GradedFunction, WrongAnswer
+from autograder.judging.spec import Call, GradedFunction, WrongAnswer, with_policies
 from autograder.judging.toolkit import Failure
 
 ASSIGNMENT = "triplet_embeddings"
@@ -644,3 +644,17 @@ SPECS = (
         ),
     )),
 )
+
+#: What the graded functions may not use (``autograder/judging/policy.py``): pytorch-metric-learning,
+#: PyTorch's own triplet losses and scikit-learn's neighbours; ``pairwise_distances`` is the matrix-product
+#: form, so it may not call ``torch.cdist`` (the others may, though the text suggests ``pairwise_distances``).
+DEFAULT_FORBIDDEN = ("pytorch_metric_learning", "torch.nn.TripletMarginLoss", "torch.nn.TripletMarginWithDistanceLoss",
+                     "torch.nn.modules.loss.TripletMarginLoss", "torch.nn.modules.loss.TripletMarginWithDistanceLoss",
+                     "torch.nn.functional.triplet_margin_loss", "torch.nn.functional.triplet_margin_with_distance_loss",
+                     "torch.triplet_margin_loss", "sklearn.neighbors", "faiss")
+#: "No Python loops over samples, pairs or triplets": the sampler (a loop over the P classes) and
+#: Recall@K (over the K values) may loop.
+SPECS = with_policies(SPECS, no_loops=("pairwise_distances", "contrastive_loss", "triplet_loss",
+                                       "batch_all_triplet_loss", "batch_hard_triplet_loss", "semi_hard_triplets"),
+                      forbidden={"pairwise_distances": (*DEFAULT_FORBIDDEN, "torch.cdist", "torch.pdist",
+                                                        "torch.functional.cdist", "torch._C._cdist_forward")})

@@ -27,9 +27,10 @@ from typing import Any
 
 import torch
 
+from autograder.judging.policy import Finding, runtime_findings, runtime_prefixes, static_findings
 from autograder.judging.references import load_reference
 from autograder.judging.solutions import load_solutions, variant
-from autograder.judging.spec import GradedFunction, hidden_test_module, load_specs, spec_for_grade_id
+from autograder.judging.spec import GradedFunction, forbidden_of, hidden_test_module, load_specs, spec_for_grade_id
 from autograder.judging.toolkit import BUILTIN_ERRORS, Failure, StudentError, fresh_generator, run_spec
 from cs_lib import wire
 from cs_lib.judge_client import encode_reply, handle, recv_frame, send_frame
@@ -110,6 +111,8 @@ class RemoteFunction:
         self.stand_ins: dict[str, str] = {}
         self.last_modules: dict[str, Any] = {}
         self.calls = 0
+        self.watch: list[str] = []  # runtime_prefixes of the function's policy, recorded in the kernel
+        self.findings: list[Finding] = []  # shared with the views of with_stand_ins
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._call(args, kwargs, None)
@@ -129,15 +132,18 @@ class RemoteFunction:
         """A view of this function whose calls run with globals replaced by ``sources``' functions."""
         other = RemoteFunction(self.__name__, self.channel, self.adapter)
         other.stand_ins = dict(sources)
+        other.watch, other.findings = self.watch, self.findings
         return other
 
     def _call(self, args: tuple, kwargs: dict[str, Any], backward: dict[str, Any] | None, full: bool = False) -> Any:
         self.calls += 1
         request = {"op": "call", "args": tuple(args), "kwargs": dict(kwargs), "adapter": self.adapter,
-                   "backward": backward, "globals": self.stand_ins}
+                   "backward": backward, "globals": self.stand_ins, "watch": self.watch}
         reply = self.channel.request(request)
         if type(reply) is not dict or type(reply.get("ok")) is not bool:
             raise ChannelError("the kernel sent a reply that is not a grader reply")
+        if self.watch and not self.findings:
+            self.findings.extend(runtime_findings(self.__name__, reply.get("record"), self.watch))
         modules = reply.get("modules")
         self.last_modules = modules if type(modules) is dict else {}
         if not reply["ok"]:
@@ -169,8 +175,24 @@ def stored_cases(assignment: str, spec: GradedFunction) -> list[dict[str, Any]]:
     return load_reference(assignment)["cases"].get(spec.name, [])
 
 
-def run_test(assignment: str, spec: GradedFunction, student: RemoteFunction) -> Verdict:
-    """Run ``spec``'s hidden test against ``student``; never raises."""
+def run_test(assignment: str, spec: GradedFunction, student: RemoteFunction,
+             findings: list[Finding] | None = None) -> Verdict:
+    """Run ``spec``'s hidden test against ``student``; never raises.
+
+    ``findings`` are the static policy findings of the function (:func:`policy.static_findings`); with
+    any, or with a runtime finding during the test, the test fails with the first finding's message.
+    """
+    if findings:
+        return Verdict(spec.grade_id, False, findings[0].message(), finding=findings[0].message())
+    student.watch = runtime_prefixes(forbidden_of(assignment, spec))
+    verdict = _run_spec(assignment, spec, student)
+    if student.findings:
+        message = student.findings[0].message()
+        return Verdict(spec.grade_id, False, message, finding=message)
+    return verdict
+
+
+def _run_spec(assignment: str, spec: GradedFunction, student: RemoteFunction) -> Verdict:
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # small inputs: one thread is as fast, and never stalls on a busy machine
     try:
@@ -255,8 +277,18 @@ class _Window:
 class Judge:
     """Serves one submission's hidden tests from the grading process (see the module docstring)."""
 
-    def __init__(self, assignment: str, socket_path: str, max_reply_bytes: int = MAX_REPLY_BYTES) -> None:
+    def __init__(self, assignment: str, socket_path: str, max_reply_bytes: int = MAX_REPLY_BYTES,
+                 notebook: Any = None) -> None:
+        """``notebook``: the submission, whose code cells the policy analyses (none: runtime record only)."""
         self.assignment = assignment
+        self.findings: dict[str, list[Finding]] = {}
+        if notebook is not None:
+            try:
+                specs = load_specs(assignment)
+            except KeyError:
+                specs = {}
+            policies = {name: (forbidden_of(assignment, spec), spec.loops_allowed) for name, spec in specs.items()}
+            self.findings = static_findings(notebook, policies)
         self.socket_path = socket_path
         self.max_reply_bytes = max_reply_bytes
         self.verdicts: dict[str, Verdict] = {}
@@ -323,7 +355,8 @@ class Judge:
             else:
                 channel = SocketChannel(conn, self.max_reply_bytes)
                 start = time.monotonic()
-                verdict = run_test(self.assignment, spec, RemoteFunction(spec.name, channel, spec.adapter))
+                verdict = run_test(self.assignment, spec, RemoteFunction(spec.name, channel, spec.adapter),
+                                   self.findings.get(spec.name))
                 self.seconds += time.monotonic() - start
             window.verdict = verdict
             self.verdicts[window.grade_id] = verdict

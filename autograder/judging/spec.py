@@ -10,6 +10,7 @@ and :mod:`autograder.judging.references`, the demo's samples and the generic tes
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 from collections.abc import Callable
@@ -84,6 +85,11 @@ class GradedFunction:
             ``"in_place"``: it returns ``{"returned": ..., "arguments": [the tensor arguments after the call]}``
             for functions that update their input in place on purpose (a gradient-ascent step).
         forgeable: the properties this spec takes from the kernel's own report (``autograder/README.md``).
+        forbidden: what the function may not use (dotted modules, functions and classes, and dispatcher
+            ops as ``ns::op``); None: the assignment's ``DEFAULT_FORBIDDEN``. The student's own
+            functions are always allowed (:mod:`autograder.judging.policy`).
+        loops_allowed: False where the notebook asks for the function without Python loops.
+        policy: one line for the notebook and the README's policy table (what the text says).
     """
 
     name: str
@@ -98,6 +104,9 @@ class GradedFunction:
     test: CustomTest | None = None
     adapter: str | None = None
     forgeable: tuple[str, ...] = field(default_factory=tuple)
+    forbidden: tuple[str, ...] | None = None
+    loops_allowed: bool = True
+    policy: str = ""
 
     @property
     def grade_id(self) -> str:
@@ -127,6 +136,29 @@ def load_specs(assignment: str) -> dict[str, GradedFunction]:
     if len(specs) != len(module.SPECS):
         raise ValueError(f"autograder/hidden_tests/{assignment}.py declares a function twice")
     return specs
+
+
+def with_policies(specs: tuple[GradedFunction, ...], *, no_loops: tuple[str, ...] = (),
+                  forbidden: dict[str, tuple[str, ...]] | None = None) -> tuple[GradedFunction, ...]:
+    """``specs`` with their policies declared: ``no_loops`` names the functions that the notebook asks for
+    without Python loops, ``forbidden`` gives a function its own list (instead of ``DEFAULT_FORBIDDEN``).
+
+    Raises:
+        KeyError: a name that is not one of ``specs``' functions (a typo would silently allow everything).
+    """
+    names = {s.name for s in specs}
+    unknown = (set(no_loops) | set(forbidden or {})) - names
+    if unknown:
+        raise KeyError(f"with_policies: no spec named {sorted(unknown)}; have {sorted(names)}")
+    return tuple(dataclasses.replace(s, loops_allowed=s.name not in no_loops,
+                                     forbidden=(forbidden or {}).get(s.name, s.forbidden)) for s in specs)
+
+
+def forbidden_of(assignment: str, spec: GradedFunction) -> tuple[str, ...]:
+    """What ``spec``'s function may not use: its own ``forbidden``, else the assignment's default."""
+    if spec.forbidden is not None:
+        return spec.forbidden
+    return tuple(getattr(hidden_test_module(assignment), "DEFAULT_FORBIDDEN", ()))
 
 
 def spec_for_grade_id(assignment: str, grade_id: str) -> GradedFunction | None:

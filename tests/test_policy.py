@@ -1,0 +1,147 @@
+"""Policies per graded function (autograder/judging/policy.py): static findings from the submitted source,
+runtime findings from the kernel's record, no false positive on any reference, and the README's table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from autograder import assignments, source_notebook
+from autograder.judging.judge import LocalChannel, RemoteFunction, run_test
+from autograder.judging.policy import policy_table, readme_with_table, static_findings
+from autograder.judging.solutions import load_solutions
+from autograder.judging.spec import forbidden_of, load_specs
+
+MASK = "mask_rcnn"
+TRIPLET = "triplet_embeddings"
+
+
+def _policies(assignment: str) -> dict[str, tuple[tuple[str, ...], bool]]:
+    return {n: (forbidden_of(assignment, s), s.loops_allowed) for n, s in load_specs(assignment).items()}
+
+
+def _notebook(*sources: str) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    return nb
+
+
+def _found(assignment: str, *sources: str) -> dict[str, list[str]]:
+    return {k: [f.message() for f in v]
+            for k, v in static_findings(_notebook(*sources), _policies(assignment)).items()}
+
+
+@pytest.mark.parametrize("assignment", assignments())
+def test_no_reference_solution_has_a_static_finding(assignment: str) -> None:
+    nb = nbformat.read(source_notebook(assignment), as_version=4)
+    assert static_findings(nb, _policies(assignment)) == {}
+
+
+def test_one_liner_is_found_and_named_with_its_cell() -> None:
+    found = _found(MASK, "import torchvision", "def nms(boxes, scores, t):\n    return torchvision.ops.nms(boxes, scores, t)")
+    assert list(found) == ["nms"]
+    assert found["nms"][0].startswith("nms calls torchvision.ops.nms (cell 2, line 2); write it yourself")
+
+
+def test_alias_made_in_another_cell_is_resolved() -> None:
+    found = _found(MASK, "from torchvision import ops as O\nra = O.roi_align",
+                   "def roi_align(x, b, s, r, n):\n    return ra(x, b, s, r, n)")
+    assert "calls torchvision.ops.roi_align" in found["roi_align"][0]
+
+
+def test_obfuscated_import_with_constant_strings_is_resolved() -> None:
+    found = _found(MASK, "import importlib\ndef nms(b, s, t):\n"
+                         "    return getattr(importlib.import_module('torch' + 'vision.ops'), 'n' + 'ms')(b, s, t)")
+    assert "calls torchvision.ops.nms" in found["nms"][0]
+
+
+def test_local_import_and_box_coder_are_found() -> None:
+    found = _found(MASK, "def encode_boxes(r, p, w=(1., 1., 1., 1.)):\n"
+                         "    from torchvision.models.detection._utils import BoxCoder\n"
+                         "    return BoxCoder(w).encode_single(r, p)")
+    assert "calls torchvision.models.detection._utils.BoxCoder" in found["encode_boxes"][0]
+
+
+def test_own_helpers_are_allowed_and_a_delegating_helper_is_followed() -> None:
+    honest = _found(MASK, "import torch\ndef box_iou(a, b):\n    return torch.zeros(len(a), len(b))",
+                    "def nms(b, s, t):\n    iou = box_iou(b, b)\n    keep = []\n"
+                    "    for i in range(len(b)):\n        keep.append(i)\n    return torch.tensor(keep)")
+    assert honest == {}
+    hidden = _found(MASK, "import torchvision\ndef _helper(b, s, t):\n    return torchvision.ops.nms(b, s, t)",
+                    "def nms(b, s, t):\n    return _helper(b, s, t)")
+    assert "calls torchvision.ops.nms (through _helper)" in hidden["nms"][0]
+
+
+def test_graded_function_calling_a_delegating_graded_function_is_not_charged_for_it() -> None:
+    found = _found(MASK, "import torchvision\ndef box_iou(a, b):\n    return torchvision.ops.box_iou(a, b)",
+                   "def nms(b, s, t):\n    return box_iou(b, b)[0] > t")
+    assert list(found) == ["box_iou"]
+
+
+def test_loop_where_loops_are_forbidden_and_not_where_allowed() -> None:
+    found = _found(MASK, "import torch\ndef box_iou(a, b):\n    return torch.stack([x for x in a])",
+                   "def nms(b, s, t):\n    while True:\n        break")
+    assert list(found) == ["box_iou"]
+    assert "box_iou uses a comprehension (a Python loop) (cell 1, line 3)" in found["box_iou"][0]
+
+
+def test_triplet_policies_cdist_only_where_allowed() -> None:
+    found = _found(TRIPLET, "import torch\nimport torch.nn.functional as F",
+                   "def pairwise_distances(X, squared=False):\n    return torch.cdist(X, X)",
+                   "def recall_at_k(X, y, ks):\n    return torch.cdist(X, X)",
+                   "def triplet_loss(a, p, n, margin=1.0):\n    return F.triplet_margin_loss(a, p, n, margin=margin)")
+    assert sorted(found) == ["pairwise_distances", "triplet_loss"]
+    assert "calls torch.nn.functional.triplet_margin_loss" in found["triplet_loss"][0]
+
+
+def test_tampering_with_the_profile_hook_is_a_finding_for_every_function() -> None:
+    found = _found("network_visualization", "import sys\nsys.setprofile(None)")
+    assert set(found) == set(load_specs("network_visualization"))
+    assert "sys.setprofile" in found["compute_saliency_maps"][0]
+
+
+def _verdict(assignment: str, name: str, fn):  # noqa: ANN001, ANN202
+    spec = load_specs(assignment)[name]
+    return run_test(assignment, spec, RemoteFunction(name, LocalChannel(fn), spec.adapter))
+
+
+def test_runtime_record_catches_a_computed_name_that_the_source_hides(single_torch_thread: None) -> None:
+    def pairwise_distances(X: torch.Tensor, squared: bool = False) -> torch.Tensor:
+        name = "".join(["cd", "ist"])
+        d = getattr(torch, name)(X, X)
+        return d ** 2 if squared else d
+
+    verdict = _verdict(TRIPLET, "pairwise_distances", pairwise_distances)
+    assert not verdict.passed
+    assert verdict.finding.startswith("pairwise_distances calls torch.functional.cdist (while the grader ran it)")
+
+
+def test_runtime_record_catches_a_dispatcher_op_through_exec(single_torch_thread: None) -> None:
+    scope: dict = {}
+    exec("import torch, torchvision\ndef nms(b, s, t):\n"  # noqa: S102 - a student's obfuscation, on purpose
+         "    return torch.ops.torchvision.nms(b, s, t)", scope)
+    verdict = _verdict(MASK, "nms", scope["nms"])
+    assert not verdict.passed
+    assert "nms calls torch.ops.torchvision.nms" in verdict.finding
+
+
+def test_removing_the_profile_hook_is_a_finding(single_torch_thread: None) -> None:
+    import sys
+
+    ref = load_solutions(MASK).box_iou
+
+    def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        sys.setprofile(None)
+        return ref(a, b)
+
+    verdict = _verdict(MASK, "box_iou", box_iou)
+    assert not verdict.passed and "removed or replaced the grader's profile hook" in verdict.finding
+
+
+def test_readme_policy_table_matches_the_specs() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "autograder" / "README.md").read_text()
+    assert readme_with_table(readme, policy_table(assignments())) == readme, (
+        "autograder/README.md's policy table is stale: run python -m autograder.judging.policy")
