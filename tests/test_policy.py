@@ -41,7 +41,8 @@ def test_no_reference_solution_has_a_static_finding(assignment: str) -> None:
 
 
 def test_one_liner_is_found_and_named_with_its_cell() -> None:
-    found = _found(MASK, "import torchvision", "def nms(boxes, scores, t):\n    return torchvision.ops.nms(boxes, scores, t)")
+    found = _found(MASK, "import torchvision",
+                   "def nms(boxes, scores, t):\n    return torchvision.ops.nms(boxes, scores, t)")
     assert list(found) == ["nms"]
     assert found["nms"][0].startswith("nms calls torchvision.ops.nms (cell 2, line 2); write it yourself")
 

@@ -27,8 +27,10 @@ A finding fails the function's test with 0 points and names the call and the cel
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -327,6 +329,12 @@ def static_findings(notebook: Any, policies: dict[str, tuple[tuple[str, ...], bo
 
 
 def runtime_prefixes(forbidden: Iterable[str]) -> list[str]:
+    """See :func:`_runtime_prefixes` (cached per policy)."""
+    return list(_runtime_prefixes(tuple(forbidden)))
+
+
+@functools.cache
+def _runtime_prefixes(forbidden: tuple[str, ...]) -> tuple[str, ...]:
     """The ``module.qualname`` prefixes (and ``ns::op`` names) that the kernel's record watches.
 
     A public name (``torchvision.ops.nms``) is resolved here, in the grading process, to where its code
@@ -350,11 +358,15 @@ def runtime_prefixes(forbidden: Iterable[str]) -> list[str]:
         module, qualname = getattr(target, "__module__", None), getattr(target, "__qualname__", None)
         if isinstance(module, str) and isinstance(qualname, str) and f"{module}.{qualname}" != entry:
             out.append(f"{module}.{qualname}")
-    return sorted(set(out))
+    return tuple(sorted(set(out)))
 
 
 def _import_dotted(name: str) -> Any:
+    """The object ``name`` names, if its package is already imported here (never imports a new package:
+    a package the grader has not loaded stays a plain prefix, which the record matches by module)."""
     parts = name.split(".")
+    if parts[0] not in sys.modules:
+        return None
     for cut in range(len(parts), 0, -1):
         try:
             obj = importlib.import_module(".".join(parts[:cut]))
