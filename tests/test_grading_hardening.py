@@ -370,15 +370,7 @@ def test_every_tmpfs_is_bounded_and_the_runtime_folder_is_watched(resources: Bat
     assert "runtime folder" in answer.metadata["autograder"]["reason"], answer.metadata["autograder"]
 
 
-OUTPUT_HOLE = ("the output cap sees only the messages nbclient hands to ResilientExecute.output: an "
-               "update_display_data message, or any output whose display_id matches an earlier one, rewrites that "
-               "earlier output uncapped (nbclient's _update_display_id), and widget comm_open/comm_msg state goes "
-               "uncapped into the notebook's metadata (handle_comm_msg, set_widgets_metadata): 80 MB notebook, "
-               "20 MB feedback page")
-
-
-@pytest.mark.parametrize("student", ["huge-outputs", pytest.param(
-    "display-updates-and-widgets", marks=pytest.mark.xfail(strict=True, reason=OUTPUT_HOLE))])
+@pytest.mark.parametrize("student", ["huge-outputs", "display-updates-and-widgets"])
 def test_huge_outputs_leave_small_files(resources: Batch, student: str) -> None:
     """Errors, display metadata, HTML, stderr, display updates, widget state: the graded files stay small."""
     result = resources.result(student)
