@@ -311,6 +311,7 @@ def test_the_planter_planted_and_the_reader_found_nothing(leftovers: Batch) -> N
     assert planted and int(planted.group(1)) > 0, printed(leftovers.result("planter"))[-2000:]
     # Everything it managed to write is in its own scratch folders (tmpfs, or the runtime folder under /tmp).
     paths = ast.literal_eval(printed(leftovers.result("planter")).split("files: ", 1)[1].splitlines()[0])
+    paths = [os.path.normpath(os.path.join(sandbox.WORK_DIR, p)) for p in paths]  # relative: the working folder
     outside = [p for p in paths if not p.startswith(("/tmp/", "/dev/shm/", sandbox.WORK_DIR + "/"))]
     assert not outside, outside
     assert "found: []" in printed(leftovers.result(READER.student))
