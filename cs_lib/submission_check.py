@@ -299,6 +299,10 @@ def check_this_notebook(assignment: str) -> Report | None:
     if in_grading():
         print("submission check: skipped while grading")
         return None
+    if not (MANIFEST_DIR / f"{assignment}.json").exists():
+        print(f"submission check: {MANIFEST_DIR} has no {assignment}.json, so this is not a student bundle "
+              "(the release writes it): nothing to check against.")
+        return None
     notebook, where = _colab_notebook(), "the notebook open in Colab"
     if notebook is None:
         candidates = [Path.cwd() / f"{assignment}.ipynb", Path(__file__).resolve().parents[1] / f"{assignment}.ipynb"]
