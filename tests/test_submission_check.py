@@ -110,3 +110,10 @@ def test_every_source_notebook_ends_with_the_check_of_its_own_assignment() -> No
     for path in sorted((REPO_ROOT / "assignments" / "source").glob("*/*.ipynb")):
         last = nbformat.read(path, as_version=4).cells[-1]
         assert last.cell_type == "code" and f'check_this_notebook("{path.stem}")' in last.source, path
+
+
+def test_the_notebooks_last_cell_outside_a_bundle_says_there_is_nothing_to_check(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(submission_check, "MANIFEST_DIR", tmp_path)
+    assert submission_check.check_this_notebook("example") is None
+    assert "not a student bundle" in capsys.readouterr().out
