@@ -80,7 +80,8 @@ def handle(fn: Callable[..., Any], request: dict[str, Any]) -> dict[str, Any]:
     tensor argument after the call, else None]}`` and report no argument as modified);
     ``backward`` (``{"wrt": [i, ...], "grad_output": tensor or None}``); ``globals`` (``{name: source}``:
     functions defined by ``source`` replace those globals of ``fn`` during the call); ``watch`` (the
-    library prefixes and dispatcher ops to record while ``fn`` runs, :class:`_Recorder`).
+    library prefixes and dispatcher ops to record while ``fn`` runs, :class:`_Recorder`); ``graded`` (the
+    notebook's other graded functions, whose own calls are not recorded).
 
     Returns:
         ``{"ok": True, "output", "grads", "modified", "modules"}`` or ``{"ok": False, "error_type", "message",
@@ -95,7 +96,7 @@ def handle(fn: Callable[..., Any], request: dict[str, Any]) -> dict[str, Any]:
             args[i] = args[i].detach().clone().requires_grad_(True)
     originals = {i: a.detach().clone() for i, a in enumerate(args) if isinstance(a, torch.Tensor)}
     grads = None
-    recorder = _Recorder(request.get("watch") or ())
+    recorder = _Recorder(request.get("watch") or (), request.get("graded") or (), getattr(fn, "__globals__", None))
     try:
         with _swapped_globals(fn, request.get("globals") or {}), recorder:
             output = fn(*args, **kwargs)
@@ -129,15 +130,18 @@ class _Recorder:
     ``watch`` holds dotted prefixes (``torchvision.ops.boxes.nms``, ``captum``) and ``ns::op`` names,
     sent by the judge. A Python function is named ``module.qualname`` (its code's globals' ``__name__``),
     a builtin ``module.name``, and a call through ``torch.ops`` by its op (``torchvision::nms``). Calls
-    made inside the grader's own stand-ins are not the student's and are not recorded. Each code object
+    made inside the grader's own stand-ins, or inside the notebook's other graded functions (``graded``:
+    judged on their own), are not this function's and are not recorded. Each code object
     is named once per call, so the cost is one dictionary lookup per Python call. :meth:`report` says
     whether the hook was still in place at the end (``intact``); the judge decides what it means.
     """
 
     _OPS = ("OpOverloadPacket.__call__", "OpOverload.__call__")
 
-    def __init__(self, watch: Any) -> None:
+    def __init__(self, watch: Any, graded: Any = (), namespace: Any = None) -> None:
         self.watch = tuple(str(w) for w in watch)
+        self.graded = frozenset(str(g) for g in graded)
+        self.namespace = namespace
         self.ran: list[str] = []
         self.codes: dict[Any, bool] = {}
         self.intact = True
@@ -186,8 +190,10 @@ class _Recorder:
     def _add(self, name: str, frame: Any) -> None:
         if name in self.ran:
             return
-        while frame is not None:  # inside a grader stand-in: the grader's call, not the student's
-            if frame.f_code.co_filename.startswith("<grader stand-in"):
+        while frame is not None:  # inside a grader stand-in or another graded function: not this one's call
+            code = frame.f_code
+            if code.co_filename.startswith("<grader stand-in") or (
+                    frame.f_globals is self.namespace and code.co_qualname.split(".")[0] in self.graded):
                 return
             frame = frame.f_back
         self.ran.append(name)

@@ -14,6 +14,8 @@ from autograder.judging.judge import LocalChannel, RemoteFunction, run_test
 from autograder.judging.policy import policy_table, readme_with_table, static_findings
 from autograder.judging.solutions import load_solutions
 from autograder.judging.spec import forbidden_of, load_specs
+from tests.corpus.policy import CASES as POLICY_CASES
+from tests.corpus.policy import policy_notebook
 
 MASK = "mask_rcnn"
 TRIPLET = "triplet_embeddings"
@@ -146,3 +148,53 @@ def test_readme_policy_table_matches_the_specs() -> None:
     readme = (Path(__file__).resolve().parents[1] / "autograder" / "README.md").read_text()
     assert readme_with_table(readme, policy_table(assignments())) == readme, (
         "autograder/README.md's policy table is stale: run python -m autograder.judging.policy")
+
+
+# ------------------------------------------------------------------------------------------- batches
+
+BATCH_ASSIGNMENTS = sorted({c.assignment for c in POLICY_CASES})
+
+
+def _points(assignment: str) -> dict[str, float]:
+    nb = nbformat.read(source_notebook(assignment), as_version=4)
+    return {c.metadata["nbgrader"]["grade_id"]: float(c.metadata["nbgrader"]["points"]) for c in nb.cells
+            if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("points")}
+
+
+@pytest.fixture(scope="module", params=BATCH_ASSIGNMENTS)
+def policy_batch(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    from autograder.batch.grading import grade
+    from autograder.execution.limits import Limits
+    from autograder.releasing.course import generate_assignment, make_course_dir
+
+    assignment = request.param
+    work = tmp_path_factory.mktemp(f"policy_{assignment}")
+    course = make_course_dir(work / "course", [assignment])
+    release = nbformat.read(generate_assignment(course, assignment) / f"{assignment}.ipynb", as_version=4)
+    source = nbformat.read(source_notebook(assignment), as_version=4)
+    lms = work / "lms"
+    lms.mkdir()
+    for i, case in enumerate(c for c in POLICY_CASES if c.assignment == assignment):
+        (lms / f"{case.student}_{3000 + i}_{4000 + i}_{assignment}.ipynb").write_text(
+            policy_notebook(case, source, release), encoding="utf-8")
+    run = grade(lms, work / "out", jobs=2, limits=Limits(timeout=600.0, cell_timeout=300.0), progress=False)
+    return assignment, run
+
+
+@pytest.mark.notebook
+def test_each_policy_submission_earns_its_honest_score(policy_batch) -> None:  # noqa: ANN001
+    assignment, run = policy_batch
+    points = _points(assignment)
+    for case in (c for c in POLICY_CASES if c.assignment == assignment):
+        result = next(r for r in run.results if r.student == case.student)
+        tests = {t.grade_id: t for t in result.tests if t.grade_id in points}
+        for grade_id, full in points.items():
+            t = tests[grade_id]
+            if grade_id in case.findings:
+                assert t.points == 0 and t.status == "failed", (case.student, grade_id, t)
+                assert case.findings[grade_id] in t.finding, (case.student, grade_id, t.finding)
+                assert t.finding in t.reason
+            else:
+                assert (t.points, t.finding) == (full, ""), (case.student, grade_id, t.status, t.reason)
+        expected = sum(full for g, full in points.items() if g not in case.findings)
+        assert result.score == expected, (case.student, result.score, expected)

@@ -113,6 +113,7 @@ class RemoteFunction:
         self.calls = 0
         self.watch: list[str] = []  # runtime_prefixes of the function's policy, recorded in the kernel
         self.findings: list[Finding] = []  # shared with the views of with_stand_ins
+        self.graded: list[str] = []  # the other graded functions: what runs inside them is not this one's
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._call(args, kwargs, None)
@@ -132,13 +133,13 @@ class RemoteFunction:
         """A view of this function whose calls run with globals replaced by ``sources``' functions."""
         other = RemoteFunction(self.__name__, self.channel, self.adapter)
         other.stand_ins = dict(sources)
-        other.watch, other.findings = self.watch, self.findings
+        other.watch, other.findings, other.graded = self.watch, self.findings, self.graded
         return other
 
     def _call(self, args: tuple, kwargs: dict[str, Any], backward: dict[str, Any] | None, full: bool = False) -> Any:
         self.calls += 1
         request = {"op": "call", "args": tuple(args), "kwargs": dict(kwargs), "adapter": self.adapter,
-                   "backward": backward, "globals": self.stand_ins, "watch": self.watch}
+                   "backward": backward, "globals": self.stand_ins, "watch": self.watch, "graded": self.graded}
         reply = self.channel.request(request)
         if type(reply) is not dict or type(reply.get("ok")) is not bool:
             raise ChannelError("the kernel sent a reply that is not a grader reply")
@@ -185,6 +186,7 @@ def run_test(assignment: str, spec: GradedFunction, student: RemoteFunction,
     if findings:
         return Verdict(spec.grade_id, False, findings[0].message(), finding=findings[0].message())
     student.watch = runtime_prefixes(forbidden_of(assignment, spec))
+    student.graded = [name for name in load_specs(assignment) if name != spec.name]
     verdict = _run_spec(assignment, spec, student)
     if student.findings:
         message = student.findings[0].message()
