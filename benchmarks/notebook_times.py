@@ -50,7 +50,9 @@ def notebook_parts(path: Path) -> list[tuple[str, str]]:
 def run(assignment: str, grading: bool, parts: dict[str, float] | None = None) -> tuple[float, str]:
     """Execute one notebook's code in a fresh namespace; return (seconds, first error or '').
 
-    ``parts``, when given, receives the seconds spent in each ``## `` part of the notebook.
+    ``parts``, when given, receives the seconds spent in each ``## `` part of the notebook, and
+    ``parts["<part> (cpu)"]`` this process's CPU seconds there (user + system, all threads): on a busy
+    machine the wall time grows with the load, the CPU time much less.
     """
     import matplotlib
 
@@ -68,7 +70,7 @@ def run(assignment: str, grading: bool, parts: dict[str, float] | None = None) -
     error = ""
     try:
         for i, (part, code) in enumerate(notebook_parts(folder / f"{assignment}.ipynb")):
-            cell_start = time.perf_counter()
+            cell_start, cpu_start = time.perf_counter(), time.process_time()
             try:
                 with contextlib.redirect_stdout(io.StringIO()):
                     exec(compile(code, f"{assignment}.ipynb cell {i}", "exec"), namespace)  # noqa: S102
@@ -79,6 +81,8 @@ def run(assignment: str, grading: bool, parts: dict[str, float] | None = None) -
             finally:
                 if parts is not None:
                     parts[part] = parts.get(part, 0.0) + time.perf_counter() - cell_start
+                    cpu = f"{part} (cpu)"
+                    parts[cpu] = parts.get(cpu, 0.0) + time.process_time() - cpu_start
             plt.close("all")
     finally:
         os.chdir(cwd)
@@ -107,7 +111,8 @@ def main() -> int:
               flush=True)
         if args.parts:
             for part, part_seconds in parts.items():
-                print(f"    {part_seconds:8.1f}  {part}", flush=True)
+                if not part.endswith(" (cpu)"):
+                    print(f"    {part_seconds:8.1f} s wall {parts[part + ' (cpu)']:8.1f} s cpu  {part}", flush=True)
     return 1 if failed else 0
 
 
