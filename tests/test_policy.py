@@ -198,3 +198,13 @@ def test_each_policy_submission_earns_its_honest_score(policy_batch) -> None:  #
                 assert (t.points, t.finding) == (full, ""), (case.student, grade_id, t.status, t.reason)
         expected = sum(full for g, full in points.items() if g not in case.findings)
         assert result.score == expected, (case.student, result.score, expected)
+
+
+@pytest.mark.parametrize("assignment", assignments())
+def test_notebook_states_each_functions_rule_as_the_specs_declare(assignment: str) -> None:
+    from autograder.judging.policy import notebook_rules, notebook_with_rules
+
+    nb = nbformat.read(source_notebook(assignment), as_version=4)
+    intro = next(c for c in nb.cells if c.cell_type == "markdown")
+    assert notebook_with_rules(intro.source, notebook_rules(assignment)) == intro.source, (
+        f"{assignment}'s introduction does not state the specs' rules: run python -m autograder.judging.policy")

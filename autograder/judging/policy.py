@@ -297,7 +297,8 @@ def static_findings(notebook: Any, policies: dict[str, tuple[tuple[str, ...], bo
                     tampering_anywhere.append(Finding("", f"the notebook uses {name}", cell.index, line, True))
     result: dict[str, list[Finding]] = {}
     for function, (forbidden, loops_allowed) in policies.items():
-        findings = [Finding(function, f.what, f.cell, f.line, True) for f in tampering_anywhere[:1]]
+        # the record matters only where something is watched
+        findings = [Finding(function, f.what, f.cell, f.line, True) for f in tampering_anywhere[:1] if forbidden]
         seen: set[str] = set()
         todo = [(d, function) for d in defs.get(function, [])[-1:]]
         while todo:
@@ -429,11 +430,62 @@ def readme_with_table(readme: str, table: str) -> str:
     return readme.rstrip("\n") + "\n\n" + table + "\n"
 
 
+# ------------------------------------------------------------------------------------------- notebooks
+
+RULES_MARK = "<!-- policy rules: generated from the specs by `python -m autograder.judging.policy` -->"
+
+
+def notebook_rules(assignment: str) -> str:
+    """The paragraph that states each graded function's rule in the notebook's introduction ("" if none)."""
+    from autograder.judging.spec import forbidden_of, load_specs
+
+    specs = load_specs(assignment)
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for name, spec in specs.items():
+        groups.setdefault(forbidden_of(assignment, spec), []).append(f"`{name}`")
+    lines = []
+    for forbidden, names in groups.items():
+        if forbidden:
+            shown = ", ".join(f"`{f}`" for f in forbidden if not _internal(f))
+            lines.append(f"- {', '.join(names)} may not use {shown} (your own functions are always fine).")
+    no_loops = [f"`{n}`" for n, s in specs.items() if not s.loops_allowed]
+    if no_loops:
+        lines.append(f"- {', '.join(no_loops)}: no Python loops (`for`, `while`, comprehensions).")
+    if not lines:
+        return ""
+    return "\n".join([RULES_MARK, "**What the grader checks besides the values.** A graded function that breaks "
+                      "its rule gets 0 points for its test, with a message that names the call and the cell:",
+                      *lines])
+
+
+def _internal(name: str) -> bool:
+    """A name a student never writes (a dispatcher op, a private or defining module): left out of the text."""
+    return "::" in name or "._" in name or ".modules." in name or name.startswith("torch.functional.")
+
+
+def notebook_with_rules(intro: str, rules: str) -> str:
+    """The introduction's markdown with its rules paragraph replaced by ``rules`` (appended if absent)."""
+    if RULES_MARK in intro:
+        intro = intro.split(RULES_MARK, 1)[0].rstrip("\n")
+    return intro.rstrip("\n") + ("\n\n" + rules if rules else "")
+
+
 if __name__ == "__main__":
     from pathlib import Path
 
+    import nbformat
+
     from autograder import assignments as _assignments
+    from autograder import source_notebook
 
     path = Path(__file__).resolve().parents[1] / "README.md"
     path.write_text(readme_with_table(path.read_text(), policy_table(_assignments())))
     print(f"wrote the policy table into {path}")
+    for name in _assignments():  # read, change the introduction cell, write at once (shared notebooks)
+        nb = nbformat.read(source_notebook(name), as_version=4)
+        intro = next(c for c in nb.cells if c.cell_type == "markdown")
+        updated = notebook_with_rules(intro.source, notebook_rules(name))
+        if updated != intro.source:
+            intro.source = updated
+            nbformat.write(nb, source_notebook(name))
+            print(f"wrote the rules into {source_notebook(name)}")
