@@ -208,3 +208,19 @@ def test_notebook_states_each_functions_rule_as_the_specs_declare(assignment: st
     intro = next(c for c in nb.cells if c.cell_type == "markdown")
     assert notebook_with_rules(intro.source, notebook_rules(assignment)) == intro.source, (
         f"{assignment}'s introduction does not state the specs' rules: run python -m autograder.judging.policy")
+
+
+def test_stand_in_swaps_a_building_block_during_a_check_and_restores_it_after_a_failure() -> None:
+    from cs_lib.checks import stand_in
+
+    scope: dict = {}
+    exec("def box_iou(a, b):\n    raise RuntimeError('broken')\n"  # noqa: S102 - a student's cells
+         "def nms(a):\n    return box_iou(a, a)\n", scope)
+    with stand_in(scope["nms"], box_iou=lambda a, b: a + b):
+        assert scope["nms"](1) == 2
+    with pytest.raises(AssertionError, match="check failed"), stand_in(scope["nms"], box_iou=lambda a, b: 0):
+        raise AssertionError("check failed")
+    with pytest.raises(RuntimeError, match="broken"):
+        scope["nms"](1)
+    with pytest.raises(TypeError, match="not a plain Python function"), stand_in(len, box_iou=abs):
+        pass
