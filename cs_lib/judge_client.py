@@ -169,17 +169,18 @@ class _Recorder:
             code = frame.f_code
             watched = self.codes.get(code)
             if watched is None:
-                qualname = code.co_qualname
+                qualname = getattr(code, "co_qualname", code.co_name)  # Python < 3.11: the plain name
                 name = f"{frame.f_globals.get('__name__', '?')}.{qualname}"
                 watched = self.codes[code] = qualname in self._OPS or self._watched(name)
             if watched:
-                if code.co_qualname in self._OPS:
+                if getattr(code, "co_qualname", "") in self._OPS:
                     op = getattr(frame.f_locals.get("self"), "_qualified_op_name", None) or getattr(
                         frame.f_locals.get("self"), "_name", None)
                     if isinstance(op, str) and op in self.watch:
                         self._add(op, frame)
                 else:
-                    self._add(f"{frame.f_globals.get('__name__', '?')}.{code.co_qualname}", frame)
+                    self._add(f"{frame.f_globals.get('__name__', '?')}.{getattr(code, 'co_qualname', code.co_name)}",
+                              frame)
         elif event == "c_call":
             module = getattr(arg, "__module__", None)
             if isinstance(module, str) and module.startswith("torch"):
@@ -193,7 +194,8 @@ class _Recorder:
         while frame is not None:  # inside a grader stand-in or another graded function: not this one's call
             code = frame.f_code
             if code.co_filename.startswith("<grader stand-in") or (
-                    frame.f_globals is self.namespace and code.co_qualname.split(".")[0] in self.graded):
+                    frame.f_globals is self.namespace
+                    and getattr(code, "co_qualname", code.co_name).split(".")[0] in self.graded):
                 return
             frame = frame.f_back
         self.ran.append(name)
