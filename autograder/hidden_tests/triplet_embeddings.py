@@ -47,6 +47,7 @@ ARGMAX = "argmax where argmin was meant"
 NORMALISED = "normalising the embeddings when the function should not"
 
 _NORMALISE = "embeddings = F.normalize(embeddings, dim=1)\n"
+_DIFFERENCES = "sq = ((embeddings.unsqueeze(1) - embeddings.unsqueeze(0)) ** 2).sum(dim=2)\n"
 _NAIVE_DISTANCES = ("sq = ((embeddings.unsqueeze(1) - embeddings.unsqueeze(0)) ** 2).sum(dim=2)\n"
                     "return sq if squared else sq.sqrt()")
 
@@ -410,9 +411,12 @@ SPECS = (
         rtol=1e-6, atol=1e-6,
         tolerance="float64: correct formulas agree to 1e-12 except ~1e-7 at duplicates; mistakes differ by > 0.1",
         wrong_answers=(
-            WrongAnswer("squared distances", "return torch.cdist(embeddings, embeddings) ** 2", SQUARED),
+            # written without torch.cdist, which pairwise_distances' policy forbids
+            WrongAnswer("squared distances", _DIFFERENCES + "return sq", SQUARED),
             WrongAnswer("normalised embeddings",
-                        _NORMALISE + "d = torch.cdist(embeddings, embeddings)\nreturn d ** 2 if squared else d",
+                        _NORMALISE + _DIFFERENCES
+                        + "d = sq.masked_fill(sq == 0, 1.0).sqrt().masked_fill(sq == 0, 0.0)\n"
+                        + "return sq if squared else d",
                         NORMALISED),
             WrongAnswer("plain sqrt", _NAIVE_DISTANCES, NAN_GRADIENT),
         ),
@@ -462,8 +466,10 @@ SPECS = (
             WrongAnswer("squared distances",
                         "d_ap = ((anchor - positive) ** 2).sum(dim=1)\nd_an = ((anchor - negative) ** 2).sum(dim=1)\n"
                         "return F.relu(d_ap - d_an + margin).mean()", SQUARED),
-            WrongAnswer("sum", "return nn.TripletMarginLoss(margin=margin, p=2, eps=0, reduction='sum')("
-                               "anchor, positive, negative)",
+            # not nn.TripletMarginLoss(reduction='sum'), which the policy forbids
+            WrongAnswer("sum", "d_ap = torch.linalg.vector_norm(anchor - positive, dim=1)\n"
+                               "d_an = torch.linalg.vector_norm(anchor - negative, dim=1)\n"
+                               "return F.relu(d_ap - d_an + margin).sum()",
                         "summing over the triplets instead of averaging"),
             WrongAnswer("no hinge",
                         "d_ap = torch.linalg.vector_norm(anchor - positive, dim=1)\n"
