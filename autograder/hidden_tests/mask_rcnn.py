@@ -347,6 +347,42 @@ def _ap_fresh(g: torch.Generator) -> list[Call]:
             Call(*_detection_problem(g, images, True), label=f"{images} images, tied scores")]
 
 
+
+# ------------------------------------------------------------------------------------------ graded alone
+
+#: Building blocks swapped into the student's globals while the functions built on them are judged, so that
+#: a wrong or crashing box_iou or roi_align costs only its own test (not the reference's code: torchvision's).
+STAND_INS = {
+    "nms": {"box_iou": '''
+def box_iou(boxes1, boxes2):
+    """Grader stand-in: torchvision.ops.box_iou."""
+    import torchvision
+    return torchvision.ops.box_iou(boxes1, boxes2)
+'''},
+    "project_masks_on_boxes": {"roi_align": '''
+def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=2, aligned=True):
+    """Grader stand-in: torchvision.ops.roi_align."""
+    import torchvision
+    return torchvision.ops.roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned)
+'''},
+}
+
+
+def _alone(spec: GradedFunction) -> GradedFunction:
+    """``spec``'s generic test and checks, run with :data:`STAND_INS` of its function in the student's globals."""
+    import dataclasses
+
+    inner = spec
+
+    def test(student, ref, outer: GradedFunction, g: torch.Generator) -> None:  # noqa: ANN001
+        from autograder.judging.judge import stored_cases, wrong_answer_functions
+        from autograder.judging.toolkit import run_spec
+
+        run_spec(inner, student.with_stand_ins(STAND_INS[inner.name]), ref, wrong_answer_functions(ASSIGNMENT, inner),
+                 stored_cases(ASSIGNMENT, inner), g)
+
+    return dataclasses.replace(spec, test=test)
+
 SPECS = (
     GradedFunction(
         name="box_iou",
@@ -558,3 +594,4 @@ DEFAULT_FORBIDDEN = ("torchvision.ops", "torch.ops.torchvision", "torchvision::n
 #: boxes), the mask loss (over images) and mask AP (over detections) may loop.
 SPECS = with_policies(SPECS, no_loops=("box_iou", "encode_boxes", "decode_boxes", "roi_align",
                                        "project_masks_on_boxes", "paste_masks_in_image"))
+SPECS = tuple(_alone(spec) if spec.name in STAND_INS else spec for spec in SPECS)
