@@ -74,6 +74,7 @@ from autograder.execution.isolation import (
     kill_process_tree,
 )
 from autograder.execution.limits import DEFAULTS
+from autograder.execution.records import raised
 from autograder.feedback.redact import strip_hidden_tests
 from autograder.notebook_format import grade_id_of, is_answer_cell, is_graded, is_test_cell
 
@@ -293,7 +294,7 @@ class ResilientExecute(Execute):
             self._mark(cell, "timeout", what)
             return "error" if self._responsive() else "hung"
         if errors:
-            self._mark(cell, "error", f"{errors[-1].ename}: {errors[-1].evalue}")
+            self._mark(cell, "error", raised(errors[-1]))
             return "error"
         self._mark(cell, "ok", None)
         return "ok"
@@ -334,7 +335,7 @@ class ResilientExecute(Execute):
         elif verdict.message.startswith("no verdict"):
             shown = errors[-1] if errors else error_output(NO_VERDICT, verdict.message)
             cell.outputs = [*kept, shown]
-            self._mark(cell, "error", verdict.message if not errors else f"{shown.ename}: {shown.evalue}")
+            self._mark(cell, "error", verdict.message if not errors else raised(shown))
         else:
             cell.outputs = [*kept, error_output(HIDDEN_TEST_FAILED, verdict.message)]
             self._mark(cell, "failed", verdict.message)

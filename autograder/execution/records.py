@@ -74,6 +74,15 @@ class Submission:
 
 
 STATUSES = ("passed", "failed", "error", "not_run")
+#: How a reason quoting the kernel's own error begins: what follows is the kernel's text, not the grader's word.
+RAISED = "the cell raised "
+
+
+def raised(error: NotebookNode) -> str:
+    """A reason that quotes an error output of the kernel, marked as the kernel's own words."""
+    return f"{RAISED}{error.get('ename', 'Error')}: {error.get('evalue', '')}"
+
+
 _REASON_CHARS = 400
 
 
@@ -205,7 +214,7 @@ def _status(cell: NotebookNode | None, auto: float | None, max_points: float) ->
         if message.startswith("no verdict"):
             # The visible check's own assertion stopped the cell before the hidden test: a wrong answer. The
             # label is the kernel's to choose, the points (0) are not.
-            return ("failed" if why.startswith("AssertionError") else "error"), why or message
+            return ("failed" if why.startswith(f"{RAISED}AssertionError") else "error"), why or message
         return "failed", message or "a hidden test failed"
     if kind == "error":
         return "error", why
