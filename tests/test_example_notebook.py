@@ -14,12 +14,11 @@ pytestmark = pytest.mark.notebook
 
 
 def test_example_source_notebook_executes_in_grading_mode_without_stderr() -> None:
-    nb, seconds = execute_notebook(source_notebook("example"), grading=True)
+    nb, _ = execute_notebook(source_notebook("example"), grading=True)
     assert not stderr_outputs(nb), stderr_outputs(nb)
     printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert "softmax: visible check passed" in printed
     assert "top_k_accuracy: visible check passed" in printed
-    assert seconds < 60
 
 
 @pytest.fixture(scope="module")

@@ -27,14 +27,13 @@ POINTS = {"test_compute_saliency_maps": 2, "test_compute_guided_backprop": 3, "t
 MANUAL = ("inline_question_occlusion", "inline_question_fooling", "inline_question_class_visualization")
 
 
-def test_source_notebook_executes_in_grading_mode_in_under_a_minute_without_stderr() -> None:
-    nb, seconds = execute_notebook(source_notebook(ASSIGNMENT), grading=True)
+def test_source_notebook_executes_in_grading_mode_without_stderr() -> None:
+    nb, _ = execute_notebook(source_notebook(ASSIGNMENT), grading=True)
     assert not stderr_outputs(nb), stderr_outputs(nb)
     printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     for name in FUNCTIONS:
         assert f"{name}: visible check passed" in printed, name
     assert "max |ours - captum| = 0.00e+00" in printed  # the Captum comparison ran and agrees
-    assert seconds < 60, f"grading-mode run took {seconds:.1f} s"
 
 
 def test_answer_cells_only_define_functions() -> None:

@@ -18,14 +18,13 @@ ASSIGNMENT = "style_transfer"
 FUNCTIONS = ["content_loss", "gram_matrix", "style_loss", "tv_loss", "style_transfer"]
 
 
-def test_source_notebook_executes_in_grading_mode_in_under_a_minute_without_stderr() -> None:
-    nb, seconds = execute_notebook(source_notebook(ASSIGNMENT), grading=True)
+def test_source_notebook_executes_in_grading_mode_without_stderr() -> None:
+    nb, _ = execute_notebook(source_notebook(ASSIGNMENT), grading=True)
     assert not stderr_outputs(nb), stderr_outputs(nb)
     printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     for name in FUNCTIONS:
         assert f"{name}: visible check passed" in printed
     assert "using a randomly initialised squeezenet1_1" in printed  # no weights offline: the grading fallback
-    assert seconds < 60
 
 
 def test_answer_cells_only_define_functions() -> None:
