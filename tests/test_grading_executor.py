@@ -42,15 +42,16 @@ def _text(cell: nbformat.NotebookNode) -> str:
 
 
 def test_a_dead_kernel_is_restarted_and_only_imports_and_answers_replayed(tmp_path: Path, monkeypatch) -> None:
-    cells = [imports("x = 40\nprint('first')"), answer("def f():\n    return x + 1"), "demo_ran = True",
-             "import os\nos._exit(7)", "print(f() + 1, 'demo_ran' in dir())"]
+    cells = [imports("x = 40\nprint('first')"), answer("def f():\n    return x + 1"), "model = 'loaded'",
+             "demo_ran = f()", "import os\nos._exit(7)", "print(f() + 1, model, 'demo_ran' in dir())"]
     nb, step = _execute(tmp_path, cells, monkeypatch)
-    first, _, demo, crash, after = nb.cells
+    first, _, _, demo, crash, after = nb.cells
     assert _text(first) == "first\n"  # outputs from before the crash are kept
     assert crash.outputs[-1].ename == KERNEL_DIED and "code 7" in crash.outputs[-1].evalue
     assert crash.metadata["autograder"]["outcome"] == "died"
-    # The imports cell and the answer are replayed; the demo (which could call a broken function again) is not.
-    assert _text(after) == "42 False\n" and after.metadata["autograder"]["outcome"] == "ok"
+    # The imports cell, the answer and the set-up are replayed; the demo, which calls a graded function (and could
+    # kill the kernel again if that function were the broken one), is not.
+    assert _text(after) == "42 loaded False\n" and after.metadata["autograder"]["outcome"] == "ok"
     assert step.restarts == 1
 
 
@@ -65,14 +66,17 @@ def test_a_kernel_ignoring_interrupts_is_killed_and_the_rest_still_runs(tmp_path
 
 def test_after_the_last_allowed_restart_demos_are_skipped_but_answers_still_run(tmp_path: Path, monkeypatch) -> None:
     die = "import os\nos._exit(1)"
-    cells = [die, die, "print('demo')", answer("print('answer')"), die, answer("print('still')", "g")]
+    cells = [die, die, "print('demo', f())", answer("def f():\n    pass\nprint('answer')"), "print(f())", die,
+             answer("print('still')", "g")]
     nb, step = _execute(tmp_path, cells, monkeypatch, max_kernel_restarts=1)
+    # Cells that call a graded function (demos) are skipped after the cap; set-up cells, answers and tests still
+    # run, each death followed by a fresh kernel.
     assert [c.metadata["autograder"]["outcome"] for c in nb.cells] == ["died", "died", "not_run", "ok", "not_run",
-                                                                        "ok"]
+                                                                        "died", "ok"]
     skipped = nb.cells[2].outputs[0]
     assert skipped.ename == NOT_RUN and "skipped the cells without points" in skipped.evalue
-    assert _text(nb.cells[3]) == "answer\n" and _text(nb.cells[5]) == "still\n"
-    assert step.restarts == 2
+    assert _text(nb.cells[3]) == "answer\n" and _text(nb.cells[6]) == "still\n"
+    assert step.restarts == 3
 
 
 def test_output_is_cut_per_cell(tmp_path: Path, monkeypatch) -> None:

@@ -12,14 +12,15 @@ lost (nbgrader#567). This step instead:
    and kills it above ``memory_limit``; starts it without network where the OS allows;
 3. when the kernel dies in a cell, records why as an error output of that cell
    (``KernelDied``), starts a fresh kernel, silently *replays* only what the remaining tests
-   need: the ``imports`` cell and the answer cells that had succeeded (not demos or training
-   loops, which may call the broken function again), and goes on with the next cell. The
-   cell that killed the kernel is not retried;
+   need: the ``imports`` cell, the answer cells and the set-up cells that call no graded function
+   (a model, an image) that had succeeded; never demos or training loops, which call graded
+   functions and could kill the kernel again. The cell that killed the kernel is not retried;
 4. when a cell times out, interrupts it; if the kernel does not answer within
    ``interrupt_grace`` seconds (code that ignores ``KeyboardInterrupt``), kills it and
    restarts as in 3;
-5. after ``max_kernel_restarts`` restarts, skips the remaining cells that carry no grade (demos)
-   but still runs every remaining answer and test cell, restarting as often as they need: a
+5. after ``max_kernel_restarts`` restarts, skips the remaining cells that call graded functions
+   without points of their own (demos) but still runs every remaining set-up, answer and test
+   cell, restarting as often as they need: a
    broken building block never leaves an independent test unrun. When the time budget is spent,
    the remaining cells get a ``CellNotRun`` error output;
 6. keeps at most ``max_output_chars`` of output per cell, counting every message (streams,
@@ -153,6 +154,8 @@ class ResilientExecute(Execute):
                 del cell.metadata["autograder"]
         self._verdicts: dict[str, Any] = {}
         self.resources[VERDICTS] = self._verdicts
+        self._graded_names = {name for c in self.nb.cells if is_answer_cell(c)
+                              for name in (_names_defined(c.source) | {grade_id_of(c)}) if name}
         self._scratch = tempfile.mkdtemp(prefix="dlcv-grader-")
         self._seed = self._seed_folder()
         self._runtime: str | None = None
@@ -211,10 +214,23 @@ class ResilientExecute(Execute):
             Path(self.report_path).write_text(json.dumps(report, indent=1))
         return self.nb, self.resources
 
-    @staticmethod
-    def _needed_for_tests(cell: NotebookNode) -> bool:
-        """The cells a test can depend on: the ``imports`` cell, answer cells and graded cells."""
-        return "imports" in cell.get("metadata", {}).get("tags", []) or is_answer_cell(cell) or is_graded(cell)
+    def _needed_for_tests(self, cell: NotebookNode) -> bool:
+        """The cells a test can depend on: imports, answers, graded cells, and set-up that calls no graded function."""
+        return is_graded(cell) or self._replayable(cell)
+
+    def _replayable(self, cell: NotebookNode) -> bool:
+        """Whether a restart replays ``cell``: what defines the state the remaining tests need.
+
+        The ``imports`` cell and the answer cells, and any other cell that calls none of the notebook's graded
+        functions (loading a model, an image, constants). Demos and training loops call graded functions, and a
+        broken one would only kill the new kernel again; test cells define nothing.
+        """
+        if "imports" in cell.get("metadata", {}).get("tags", []) or is_answer_cell(cell):
+            return True
+        if is_graded(cell):
+            return False
+        names = _names_used(cell.source)
+        return names is not None and not names & self._graded_names
 
     def _seed_folder(self) -> str:
         """A grader-made copy of the assignment's files (not notebooks) for the kernel's working folder.
@@ -471,8 +487,8 @@ class ResilientExecute(Execute):
             return False
         for index in succeeded:
             original = self.nb.cells[index]
-            if not ("imports" in original.get("metadata", {}).get("tags", []) or is_answer_cell(original)):
-                continue  # demos, training loops and tests define nothing the remaining tests need
+            if not self._replayable(original):
+                continue  # demos, training loops and tests: nothing the remaining tests need
             remaining = self._deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -591,6 +607,30 @@ class ResilientExecute(Execute):
             return
         self._output_used[index] = used + size
         super()._update_display_id(display_id, msg)
+
+
+def _names_defined(source: str) -> set[str]:
+    """The functions and classes a cell defines at its top level."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    return {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+
+
+def _names_used(source: str) -> set[str] | None:
+    """Every name and attribute a cell's code mentions (None when it is not plain Python)."""
+    import ast
+
+    lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+    try:
+        tree = ast.parse("\n".join(lines))
+    except SyntaxError:
+        return None
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | \
+        {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
 
 
 def _message_size(content: Any) -> int:
