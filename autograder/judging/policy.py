@@ -432,7 +432,7 @@ def readme_with_table(readme: str, table: str) -> str:
 
 # ------------------------------------------------------------------------------------------- notebooks
 
-RULES_MARK = "<!-- policy rules: generated from the specs by `python -m autograder.judging.policy` -->"
+RULES_MARK = "<!-- policy rules: generated from the grader's specs; edit the specs, not this paragraph -->"
 
 
 def notebook_rules(assignment: str) -> str:
