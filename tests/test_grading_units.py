@@ -301,16 +301,16 @@ def test_rejected_submissions_merge_as_zero_even_with_an_unreadable_time_stamp(t
     assert rows[1:] == ["example,,,ivy,,,,0.0,0.0,0.0,4.0", "example,,2024-03-01 10:00:00,jo,,,,0.0,0.0,0.0,4.0"]
 
 
-def test_demo_wrong_sample_is_a_function_nothing_else_calls_unless_declared() -> None:
-    from autograder.batch.demo import _leaf_function
+def test_demo_breaks_the_building_blocks_that_other_answers_call_most() -> None:
+    from autograder.batch.demo import building_blocks
     from autograder.batch.samples import answer_ids
-    from autograder.judging.spec import hidden_test_module
 
-    for assignment, building_block in [("mask_rcnn", "box_iou"), ("triplet_embeddings", "pairwise_distances")]:
+    for assignment, block in [("mask_rcnn", "box_iou"), ("triplet_embeddings", "pairwise_distances")]:
         source = nbformat.read(source_notebook(assignment), as_version=4)
-        chosen = _leaf_function(source, answer_ids(source))
-        assert chosen != building_block and chosen in answer_ids(source)
-    assert hidden_test_module("style_transfer").DEMO_WRONG_SAMPLE == "content_loss"
+        blocks = building_blocks(source, answer_ids(source))
+        assert blocks[0] == block, blocks
+    example = nbformat.read(source_notebook("example"), as_version=4)
+    assert building_blocks(example, answer_ids(example)) == []  # softmax and top_k_accuracy call nothing of each other
 
 
 def test_gradescope_results_leave_written_answers_to_be_graded_by_hand() -> None:

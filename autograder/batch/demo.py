@@ -6,14 +6,15 @@ assignment joins the demo without code changes. For each, four students submit:
 
 - ``correct``: the reference solutions (full marks);
 - ``blank``: the release untouched (zero);
-- ``wrong-<function>``: one plausible wrong answer (``WRONG_ANSWERS`` of the grade module, or
-  a body that returns its first argument): loses that function's test;
-- ``crash-<function>``: a function that kills the kernel when called, halfway through the
-  notebook: loses that test (and any later test that calls it), keeps every other point.
+- ``wrong-<function>``: one plausible wrong answer (the spec's first ``WrongAnswer``, or a body
+  that returns its first argument) in the most-used building block (:func:`building_blocks`, or
+  the module's ``DEMO_WRONG_SAMPLE``): loses that function's test and nothing else;
+- ``crash-<function>``: another building block (or the module's ``DEMO_CRASH_SAMPLE``) that kills
+  the kernel whenever it is called: loses that test and nothing else.
 
 Everything runs offline in a temporary folder (or ``--out``); the release bundle is written
-there too. The demo checks the two grades it can be sure of (correct = full, blank = 0;
-the others below full) and exits non-zero if they differ.
+there too. The demo checks every grade it can be sure of (:func:`check_demo`) and exits
+non-zero if one differs.
 """
 
 from __future__ import annotations
@@ -50,20 +51,17 @@ def demo_assignments() -> list[str]:
     return [a for a in assignments() if importlib.util.find_spec(f"autograder.hidden_tests.{a}") is not None]
 
 
-def _leaf_function(source: nbformat.NotebookNode, ids: list[str]) -> str:
-    """The first graded function that no other answer cell calls (else the first one).
+def building_blocks(source: nbformat.NotebookNode, ids: list[str]) -> list[str]:
+    """Graded functions that other answer cells call, the most called first (ties: notebook order).
 
-    A wrong building block (``box_iou``, ``pairwise_distances``) also breaks the functions built on it,
-    whose visible checks then fail in the student's own kernel; the demo's wrong sample must show that a
-    wrong answer costs its own points only, so it takes a function nothing else uses, unless the hidden
-    tests declare ``DEMO_WRONG_SAMPLE`` (a building block whose users are judged with stand-ins).
+    A wrong or crashing building block is the demo's hardest case: the functions built on it are judged with
+    the grader's stand-ins (hidden tests) and checked with correct stand-ins (visible checks), so it must
+    cost only its own points.
     """
     sources = {grade_id_of(c): c.source for c in source.cells if is_answer_cell(c)}
-    for name in ids:
-        used = re.compile(rf"\b{re.escape(name)}\b")
-        if not any(used.search(text) for other, text in sources.items() if other != name):
-            return name
-    return ids[0]
+    callers = {name: sum(bool(re.search(rf"\b{re.escape(name)}\s*\(", text)) for other, text in sources.items()
+                         if other != name) for name in ids}
+    return sorted((n for n in ids if callers[n]), key=lambda n: (-callers[n], ids.index(n)))
 
 
 def sample_submissions(assignment: str, source: nbformat.NotebookNode,
@@ -73,10 +71,13 @@ def sample_submissions(assignment: str, source: nbformat.NotebookNode,
     ids = answer_ids(source)
     samples = {"correct": correct, "blank": blank_submission(release)}
     if ids:
+        blocks = building_blocks(source, ids)
         declared = getattr(hidden_test_module(assignment), "DEMO_WRONG_SAMPLE", None)
-        wrong = declared if declared in ids else _leaf_function(source, ids)
+        wrong = declared if declared in ids else (blocks[0] if blocks else ids[0])
         samples[f"wrong-{wrong}"] = with_answer_body(correct, source, wrong, wrong_body(assignment, source, wrong))
-        crash = ids[len(ids) // 2]
+        others = [b for b in blocks if b != wrong]
+        declared = getattr(hidden_test_module(assignment), "DEMO_CRASH_SAMPLE", None)
+        crash = declared if declared in ids else (others[0] if others else ids[len(ids) // 2])
         samples[f"crash-{crash}"] = with_answer_body(correct, source, crash, CRASH_BODY)
     return samples
 
@@ -123,9 +124,9 @@ def check_demo(run: GradingRun) -> list[str]:
     """Problems with the demo's grades.
 
     - ``correct`` gets every autograded point and ``blank`` gets 0;
-    - ``wrong-<f>`` loses exactly the points of ``test_<f>``: one wrong function costs nothing else;
-    - ``crash-<f>`` (its function kills the kernel whenever it is called) loses ``test_<f>`` and keeps
-      every test before it; later tests whose cells call ``f`` again may not run.
+    - ``wrong-<f>`` and ``crash-<f>`` (its function kills the kernel whenever it is called) lose exactly the
+      points of ``test_<f>``: a broken building block costs nothing else, as the functions built on it are
+      judged and checked with stand-ins and the kernel is restarted with only the imports and answers.
     """
     problems = []
     for r in run.results:
@@ -142,17 +143,12 @@ def check_demo(run: GradingRun) -> list[str]:
                 if not 0 <= r.score < full:
                     problems.append(f"{where}, expected less")
                 continue
-            at = ids.index(f"test_{function}")
-            lost = r.tests[at].max_points
-            if r.student.startswith("wrong-") and r.score != full - lost:
-                problems.append(f"{where}, expected {full - lost:g} (only test_{function}'s points lost)")
-            if r.student.startswith("crash-"):
-                if r.tests[at].points != 0:
-                    problems.append(f"{where}: test_{function} kept points although its kernel crashed")
-                kept = [t for t in r.tests[:at] if not t.manual and t.points != t.max_points]
-                if kept:
-                    problems.append(f"{where}: tests before the crash lost points: "
-                                    + ", ".join(t.grade_id for t in kept))
+            lost = r.tests[ids.index(f"test_{function}")].max_points
+            if r.score != full - lost:
+                others = [f"{t.grade_id} ({t.status}: {t.reason[:80]})" for t in r.tests
+                          if not t.manual and t.grade_id != f"test_{function}" and t.points != t.max_points]
+                problems.append(f"{where}, expected {full - lost:g} (only test_{function}'s points lost); also lost: "
+                                + "; ".join(others))
     return problems
 
 

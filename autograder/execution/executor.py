@@ -77,7 +77,7 @@ from autograder.execution.isolation import (
 from autograder.execution.limits import DEFAULTS
 from autograder.execution.records import raised
 from autograder.feedback.redact import strip_hidden_tests
-from autograder.notebook_format import grade_id_of, is_answer_cell, is_graded, is_test_cell
+from autograder.notebook_format import BEGIN_HIDDEN, END_HIDDEN, grade_id_of, is_answer_cell, is_graded, is_test_cell
 
 #: ``ename`` of the error outputs this step adds.
 KERNEL_DIED = "KernelDied"
@@ -192,12 +192,15 @@ class ResilientExecute(Execute):
                     continue
                 start = time.monotonic()
                 outcome = self._run_cell(cell, index, remaining)
-                report["cell_seconds"] += time.monotonic() - start
                 previous = index
                 if outcome == "ok":
                     succeeded.append(index)
                 elif outcome in ("died", "hung"):
                     alive = self._recover(succeeded, report)
+                stopped = cell.metadata.get("autograder", {}).get("outcome") in ("error", "died")  # not timeouts
+                if alive and stopped and self._judge_alone(cell, index) == "died":
+                    alive = self._recover(succeeded, report)
+                report["cell_seconds"] += time.monotonic() - start
         finally:
             self._watchdog.stop()
             if self._judge is not None:
@@ -231,6 +234,61 @@ class ResilientExecute(Execute):
             return False
         names = _names_used(cell.source)
         return names is not None and not names & self._graded_names
+
+    def _judge_alone(self, cell: NotebookNode, index: int) -> str | None:
+        """Judge a test cell whose own code stopped before its hidden test reported; return the run's outcome.
+
+        A visible check that fails or kills the kernel because of a broken *building block* (a crashing
+        ``gram_matrix`` under ``style_loss``'s check) would otherwise cost the function built on it its points.
+        So the cell's hidden block alone (the grader's code, restored from the source) runs once more, and the
+        judge, which calls the function with its own stand-ins for the building blocks, decides. A function that
+        is itself wrong or crashing fails this judgement too. Returns None when nothing was run.
+        """
+        gid = grade_id_of(cell)
+        if self._judge is None or not is_test_cell(cell) or gid is None:
+            return None
+        previous = self._verdicts.get(gid)
+        if previous is None or not previous.message.startswith("no verdict"):
+            return None
+        hidden = hidden_block(cell.source)
+        remaining = self._deadline - time.monotonic()
+        if not hidden or remaining <= 1:
+            return None
+        scratch = copy.deepcopy(cell)
+        scratch.source, scratch.outputs = hidden, []
+        self.timeout = max(1, int(min(remaining, self._cell_timeout or remaining) + 0.999))
+        self._running_index = index
+        self._timed_out = False
+        self._judge.open(gid, timeout=self.timeout + 5)
+        outcome = "ok"
+        try:
+            self.execute_cell(scratch, index, store_history=False)
+            if self._timed_out and not self._responsive():
+                outcome = "died"
+        except Exception:  # noqa: BLE001 - the function itself killed the kernel
+            outcome = "died"
+        finally:
+            verdict = self._judge.close()
+            self.nb.cells[index] = cell  # nbclient puts the cell it ran in the notebook: the original goes back
+        if verdict is None:
+            return outcome
+        from autograder.judging.judge import Verdict
+
+        meta = cell.metadata.setdefault("autograder", {})
+        before = meta.get("reason") or meta.get("outcome")
+        message = (f"{verdict.message} (the cell's own code stopped first: {before}; the grader then ran the hidden "
+                   "test alone, with its stand-ins for the building blocks)")
+        verdict = Verdict(verdict.grade_id, verdict.passed, message, verdict.wrong_answer, verdict.hint,
+                          verdict.finding)
+        self._verdicts[gid] = verdict
+        cell.metadata["autograder"]["verdict"] = asdict(verdict)
+        if outcome == "died":
+            return outcome  # the function itself kills the kernel: the death stays the cell's story
+        cell.outputs.append(NotebookNode(output_type="stream", name="stdout", text=f"[grader] {message}\n"))
+        if verdict.passed:  # the function is right; what stopped the cell was a building block
+            self._mark(cell, "ok", None)
+            cell.metadata["autograder"]["verdict"] = asdict(verdict)
+        return outcome
 
     def _seed_folder(self) -> str:
         """A grader-made copy of the assignment's files (not notebooks) for the kernel's working folder.
@@ -607,6 +665,19 @@ class ResilientExecute(Execute):
             return
         self._output_used[index] = used + size
         super()._update_display_id(display_id, msg)
+
+
+def hidden_block(source: str) -> str:
+    """The hidden-test region of a test cell's source (delimiters dropped), or ""."""
+    lines, inside = [], False
+    for line in source.split("\n"):
+        if BEGIN_HIDDEN in line:
+            inside = True
+        elif END_HIDDEN in line:
+            inside = False
+        elif inside:
+            lines.append(line)
+    return "\n".join(lines).strip()
 
 
 def _names_defined(source: str) -> set[str]:

@@ -211,9 +211,9 @@ def _status(cell: NotebookNode | None, auto: float | None, max_points: float) ->
             return "passed", "wrote to stderr (not counted as a failure)" if record.get("stderr") else ""
         if verdict.get("passed"):
             return "failed", "the cell wrote to stderr, which --strict-stderr scores as a failure"
-        if message.startswith("no verdict"):
-            # The visible check's own assertion stopped the cell before the hidden test: a wrong answer. The
-            # label is the kernel's to choose, the points (0) are not.
+        if kind == "error" or message.startswith("no verdict"):
+            # The cell's own code stopped before (or without) a passing verdict: its error is the story. A visible
+            # check's assertion is a wrong answer. The label is the kernel's to choose, the points (0) are not.
             return ("failed" if why.startswith(f"{RAISED}AssertionError") else "error"), why or message
         return "failed", message or "a hidden test failed"
     if kind == "error":

@@ -73,6 +73,10 @@ REFERENCE_SEED = 231
 #: The demo's wrong sample: a wrong content loss must cost only its own points, since the loop is judged
 #: with stand-in losses (autograder/batch/demo.py).
 DEMO_WRONG_SAMPLE = "content_loss"
+#: The demo's crashing building block. Not gram_matrix: style_loss's visible check and hidden test both call the
+#: student's gram_matrix (a stand-in that is not the answer cannot reproduce the stored Gram targets), so a crashing
+#: gram_matrix still costs style_loss's points; tv_loss is a building block of the loop, which is judged with stand-ins.
+DEMO_CRASH_SAMPLE = "tv_loss"
 #: float32 tolerance (module docstring); float64 comparisons use FLOAT64_RTOL.
 FLOAT32_RTOL = 1e-4
 FLOAT64_RTOL = 1e-10
