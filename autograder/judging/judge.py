@@ -241,6 +241,7 @@ def warm_up(assignments: Iterable[str]) -> None:
             for spec in specs.values():
                 wrong_answer_functions(assignment, spec)
                 stored_cases(assignment, spec)
+                runtime_prefixes(forbidden_of(assignment, spec))  # the policy's record, resolved once
                 if spec.fresh is not None:  # fills the specs' own caches (models built once, say)
                     spec.fresh(torch.Generator().manual_seed(0))
     finally:
