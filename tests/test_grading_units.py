@@ -323,3 +323,15 @@ def test_gradescope_results_leave_written_answers_to_be_graded_by_hand() -> None
     assert [t["name"] for t in data["tests"]] == ["test_f"]
     assert data["score"] == 2.0 and "Autograded score: 2 / 2" in data["output"]
     assert "1 written answers (1.5 points) are graded by hand" in data["output"]
+
+
+def test_the_grade_table_lists_students_with_policy_findings_for_review() -> None:
+    from autograder.batch.results import summary_table
+    from autograder.execution.records import SubmissionResult, TestResult
+
+    results = [SubmissionResult("ann", "mask_rcnn", "a.ipynb", tests=[
+                   TestResult("test_nms", 0.0, 2.0, "failed", finding="nms calls torchvision.ops.nms (cell 12)")]),
+               SubmissionResult("bo", "mask_rcnn", "b.ipynb", tests=[TestResult("test_nms", 2.0, 2.0, "passed")])]
+    table = summary_table(results)
+    assert "policy findings to review (1 students" in table
+    assert "mask_rcnn/ann test_nms: nms calls torchvision.ops.nms (cell 12)" in table and "bo test_nms" not in table

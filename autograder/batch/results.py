@@ -99,6 +99,11 @@ def summary_table(results: list[SubmissionResult]) -> str:
         lines.append(f"{r.assignment:<{awidth}}  {r.student:<{width}}  {r.score:>6.1f} {r.max_score:>5.1f}  "
                      f"{counts['passed']:>4} {counts['failed']:>4} {counts['error']:>4} {counts['not_run']:>4}  "
                      f"{note}")
+    flagged = [(r, t) for r in rows for t in r.tests if t.finding]
+    if flagged:
+        lines.append(f"\npolicy findings to review ({len({(r.assignment, r.student) for r, _ in flagged})} students; "
+                     "a TA can overrule one with a manual grade):")
+        lines.extend(f"  {r.assignment}/{r.student} {t.grade_id}: {t.finding[:100]}" for r, t in flagged)
     return "\n".join(lines)
 
 
