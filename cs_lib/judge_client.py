@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from cs_lib import wire
+from cs_lib.checks import stand_in
 
 SOCKET_ENV = "DLCV_JUDGE_SOCKET"
 #: Longest exception message sent back (characters).
@@ -253,29 +254,23 @@ def module_report(model: nn.Module) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _swapped_globals(fn: Callable[..., Any], sources: dict[str, str]) -> Iterator[None]:
-    """Replace globals of ``fn`` by the functions that ``sources`` define, for the duration of a call."""
+    """Replace globals of ``fn`` by the functions that ``sources`` define, for the duration of a call.
+
+    The sources run in order (the last may seed torch's generator right before the call); the swap itself is
+    :func:`cs_lib.checks.stand_in`'s, the one the visible checks use.
+    """
     if not sources:
         yield
         return
-    namespace = getattr(fn, "__globals__", None)
-    if namespace is None:
+    if getattr(fn, "__globals__", None) is None:
         raise TypeError("this graded function must be a plain Python function")
-    saved = {name: namespace.get(name, _MISSING) for name in sources}
-    try:
-        for name, source in sources.items():
-            scope: dict[str, Any] = {"torch": torch, "nn": nn, "F": torch.nn.functional}
-            exec(compile(source, f"<grader stand-in {name}>", "exec"), scope)  # noqa: S102 - the grader's code
-            namespace[name] = scope[name]
+    compiled = {}
+    for name, source in sources.items():
+        scope: dict[str, Any] = {"torch": torch, "nn": nn, "F": torch.nn.functional}
+        exec(compile(source, f"<grader stand-in {name}>", "exec"), scope)  # noqa: S102 - the grader's code
+        compiled[name] = scope[name]
+    with stand_in(fn, **compiled):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is _MISSING:
-                namespace.pop(name, None)
-            else:
-                namespace[name] = value
-
-
-_MISSING = object()
 _LENGTH = struct.Struct("<Q")
 
 
