@@ -142,8 +142,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from autograder.batch.demo import main as demo_main
+    from autograder.similarity.report import print_similarity
 
-    return demo_main(Path(args.out) if args.out else None, args.jobs, args.assignments or None)
+    return demo_main(Path(args.out) if args.out else None, args.jobs, args.assignments or None,
+                     similarity=print_similarity)
 
 
 def cmd_gradescope(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ import pytest
 from autograder import source_notebook
 from autograder.batch.grading import GradingRun, grade
 from autograder.execution.limits import Limits
-from autograder.feedback.redact import hidden_lines
+from autograder.execution.redact import hidden_lines
 from autograder.releasing.course import generate_assignment, make_course_dir
 from tests.corpus.build import CASES, MEMORY_LIMIT, OLDER_TWICE, Case, build_corpus
 

@@ -16,8 +16,8 @@ from autograder import source_notebook
 from autograder.batch.samples import CRASH_BODY, correct_submission, with_answer_body, wrong_body
 from autograder.batch.submissions import discover, student_from_filename, timestamp_from_filename
 from autograder.execution.isolation import MemoryWatchdog, exit_description, parse_size, process_tree_rss
+from autograder.execution.redact import hidden_lines, scrub_traceback, strip_hidden_tests
 from autograder.execution.tampering import inspect_cells, notebook_problem, restore_metadata
-from autograder.feedback.redact import hidden_lines, scrub_traceback, strip_hidden_tests
 from autograder.releasing.metadata_check import MetadataError, check_source, problems
 
 KNOWN = {"example": {"test_softmax", "test_top_k_accuracy"},
@@ -314,8 +314,8 @@ def test_demo_breaks_the_building_blocks_that_other_answers_call_most() -> None:
 
 
 def test_gradescope_results_leave_written_answers_to_be_graded_by_hand() -> None:
+    from autograder.batch.gradescope import results_json
     from autograder.execution.records import SubmissionResult, TestResult
-    from autograder.releasing.gradescope import results_json
 
     result = SubmissionResult("s", "network_visualization", "s.ipynb", tests=[
         TestResult("test_f", 2.0, 2.0, "passed"), TestResult("inline_question", 0.0, 1.5, "not_run", manual=True)])

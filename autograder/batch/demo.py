@@ -24,6 +24,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
@@ -152,30 +153,20 @@ def check_demo(run: GradingRun) -> list[str]:
     return problems
 
 
-def print_similarity(work: Path) -> None:
-    """Print the similarity table of the samples (``python -m autograder similarity``); report in ``work/similarity``.
+def main(out: Path | None, jobs: int | None, names: list[str] | None = None,
+         similarity: Callable[[Path], None] | None = None) -> int:
+    """The ``demo`` command: print the table and where everything is; 1 if a grade is off.
 
-    The samples share the reference's code, so ``correct``, ``wrong-*`` and ``crash-*`` are flagged with each
-    other and against the reference solution; ``blank`` is listed as having no answers.
+    ``similarity``: called with the demo's folder after grading, to compare the samples' code
+    (:func:`autograder.similarity.report.print_similarity`, handed in by ``python -m autograder demo``).
     """
-    from autograder.similarity.report import summary_table, write_report
-    from autograder.similarity.run import compare_submissions
-
-    print("\nsimilarity of the sample submissions (python -m autograder similarity):")
-    for result in compare_submissions(work / "submitted"):
-        write_report(result, work / "similarity" / result.assignment)
-        print(summary_table(result, limit=8))
-    print(f"similarity reports: {work / 'similarity'}")
-
-
-def main(out: Path | None, jobs: int | None, names: list[str] | None = None) -> int:
-    """The ``demo`` command: print the table and where everything is; 1 if a grade is off."""
     start = time.perf_counter()
     run, problems = run_demo(out, jobs, names=names)
     print()
     print(run.summary())
     print(f"\nfeedback pages: {run.out / 'feedback'}\nstudent bundles: {run.out.parent / 'dist'}")
-    print_similarity(run.out.parent)
+    if similarity is not None:
+        similarity(run.out.parent)
     if problems:
         print("\nDEMO CHECK FAILED:\n  " + "\n  ".join(problems))
         return 1

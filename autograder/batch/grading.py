@@ -50,7 +50,7 @@ from autograder.batch.submissions import Discovery, discover, known_assignments
 from autograder.execution.limits import Limits
 from autograder.execution.records import Submission, SubmissionResult, readable_timestamp
 from autograder.execution.worker import Job
-from autograder.feedback.pages import rejected_page, warm_up
+from autograder.feedback.pages import generate_feedback, rejected_page, warm_up
 from autograder.judging.digest import grader_digest, verify
 from autograder.releasing.course import generate_assignment, make_course_dir
 
@@ -169,7 +169,7 @@ def grade(submissions: Path, out: Path, jobs: int | None = None, limits: Limits 
                     todo.append((sub, digest))
                 else:
                     kept.append(previous)
-            job_list = [Job(i, sub, template, work / f"job{i:05d}", limits, feedback,
+            job_list = [Job(i, sub, template, work / f"job{i:05d}", limits, generate_feedback if feedback else None,
                             grader_digests[sub.assignment]) for i, (sub, _) in enumerate(todo)]
             by_key = {(job.submission.assignment, job.submission.student): (job, digest)
                       for job, (_, digest) in zip(job_list, todo)}
@@ -190,7 +190,7 @@ def grade(submissions: Path, out: Path, jobs: int | None = None, limits: Limits 
             def on_result(result: SubmissionResult) -> None:
                 job, digest = by_key[(result.assignment, result.student)]
                 stamp = ResultStamp(digest, now_utc(), str(shard) if shard else None)
-                store_result(out, result, job.submission, job.feedback, stamp)
+                store_result(out, result, job.submission, job.feedback is not None, stamp)
                 stamps[(result.assignment, result.student)] = stamp
                 if bar is not None:
                     bar.set_postfix_str(f"{result.student[:20]}: {result.score:g}/{result.max_score:g}",

@@ -76,7 +76,7 @@ from autograder.execution.isolation import (
 )
 from autograder.execution.limits import DEFAULTS
 from autograder.execution.records import raised
-from autograder.feedback.redact import strip_hidden_tests
+from autograder.execution.redact import strip_hidden_tests
 from autograder.notebook_format import BEGIN_HIDDEN, END_HIDDEN, grade_id_of, is_answer_cell, is_graded, is_test_cell
 
 #: ``ename`` of the error outputs this step adds.

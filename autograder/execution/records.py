@@ -30,8 +30,8 @@ from typing import Any
 
 from nbformat import NotebookNode
 
+from autograder.execution.redact import scrub_text
 from autograder.execution.tampering import CellChange, grade_id_of, is_graded
-from autograder.feedback.redact import scrub_text
 
 #: Files larger than this are not read (a notebook with outputs is a few MB).
 MAX_NOTEBOOK_BYTES = 512 * 1024**2

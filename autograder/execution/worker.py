@@ -17,8 +17,9 @@ per submission). It
 4. runs nbgrader's ``Autograde`` converter in this process with the kit's pipeline
    (:mod:`autograder.execution.pipeline`): the kernel is a child of this process;
 5. reads the grades back from that gradebook, turns the autograded notebook into per-test
-   results (:mod:`autograder.batch.results`) and, if asked, writes the student's HTML feedback
-   (:mod:`autograder.feedback.pages`).
+   results (:mod:`autograder.execution.records`) and, if the job carries a feedback renderer
+   (:func:`autograder.feedback.pages.generate_feedback`, handed in by :mod:`autograder.batch.grading`),
+   writes the student's HTML feedback.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import os
 import shutil
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,12 +46,16 @@ from autograder.execution.records import (
     rejected_result,
     test_results,
 )
+from autograder.execution.redact import hidden_lines
 from autograder.execution.tampering import inspect_cells, is_graded, notebook_problem, restore_metadata
-from autograder.feedback.redact import hidden_lines
 from autograder.judging.digest import verify
 
 #: The student id of every submission inside its own temporary course.
 INTERNAL_STUDENT = "submission"
+
+#: Writes a student's HTML feedback page: ``(course, assignment, student, release) -> the page, or None``
+#: (:func:`autograder.feedback.pages.generate_feedback`).
+FeedbackRenderer = Callable[[Path, str, str, nbformat.NotebookNode], Path | None]
 
 
 @dataclass
@@ -61,7 +67,7 @@ class Job:
     template: Path  # the prepared course: nbgrader_config.py, gradebook.db, release/, source/
     workdir: Path  # an empty folder of this job's own
     limits: Limits = field(default_factory=Limits)
-    feedback: bool = False
+    feedback: FeedbackRenderer | None = None  # write the student's feedback page with it
     grader_digest: str | None = None  # the assignment's grader files when the batch started (judging.digest)
 
 
@@ -135,11 +141,9 @@ def _grade_job(job: Job) -> SubmissionResult:
                               notes=notes, tests=tests, grades=grades, comments=comments, late_penalties=penalties)
     result.files = {"submitted": str(submitted / f"{assignment}.ipynb"), "autograded": str(autograded_path)}
     feedback_start = time.monotonic()
-    if job.feedback:
-        from autograder.feedback.pages import generate_feedback
-
+    if job.feedback is not None:
         try:
-            html = generate_feedback(root, assignment, INTERNAL_STUDENT, release)
+            html = job.feedback(root, assignment, INTERNAL_STUDENT, release)
         except Exception as exc:  # noqa: BLE001 - a grade must not be lost to its feedback page
             traceback.print_exc()
             result.notes.append(f"no feedback page: {type(exc).__name__}: {str(exc)[:200]}")

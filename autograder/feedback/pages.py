@@ -26,14 +26,8 @@ import nbformat
 from nbformat import NotebookNode
 from nbgrader.preprocessors import NbGraderPreprocessor
 
-from autograder.feedback.redact import (
-    BEGIN_HIDDEN,
-    END_HIDDEN,
-    hidden_lines,
-    scrub_text,
-    scrub_traceback,
-    strip_hidden_tests,
-)
+from autograder.execution.redact import hidden_lines, scrub_text, scrub_traceback, strip_hidden_tests
+from autograder.notebook_format import BEGIN_HIDDEN, END_HIDDEN
 
 
 class FeedbackLeakError(RuntimeError):

@@ -14,6 +14,8 @@ Files written under ``out`` (under ``out/<assignment>/`` when several assignment
   ``compare_files`` and ``highlight_overlap``).
 
 The CSV rows and the pages depend only on the inputs: two runs write the same bytes.
+:func:`print_similarity` is the demo's part (``python -m autograder demo``): the samples compared, reported
+and printed.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from copydetect import compare_files
 from copydetect.utils import highlight_overlap
 
 from autograder.similarity.compare import AnswerFingerprint, FunctionMatch, Pair
-from autograder.similarity.run import SimilarityRun
+from autograder.similarity.run import SimilarityRun, compare_submissions
 
 CSV_COLUMNS = ["kind", "student_a", "student_b", "score", "score_a", "score_b", "matching_tokens", "functions"]
 
@@ -89,6 +91,19 @@ def summary_table(run: SimilarityRun, limit: int = 20) -> str:
         lines.append(f"\nskipped {len(run.skipped)}:")
         lines.extend(f"  {where}: {why}" for where, why in run.skipped)
     return "\n".join(lines)
+
+
+def print_similarity(work: Path) -> None:
+    """Print the similarity table of the demo's samples, ``work/submitted``; report in ``work/similarity``.
+
+    The samples share the reference's code, so ``correct``, ``wrong-*`` and ``crash-*`` are flagged with each
+    other and against the reference solution; ``blank`` is listed as having no answers.
+    """
+    print("\nsimilarity of the sample submissions (python -m autograder similarity):")
+    for result in compare_submissions(work / "submitted"):
+        write_report(result, work / "similarity" / result.assignment)
+        print(summary_table(result, limit=8))
+    print(f"similarity reports: {work / 'similarity'}")
 
 
 def index_page(run: SimilarityRun, links: dict[int, str]) -> str:
