@@ -14,7 +14,8 @@ reference solution, the expected outputs or the verdict's reasons beyond the fin
 grade is decided by the judge from what it received, not from anything this process prints or raises.
 
 Without ``DLCV_JUDGE_SOCKET`` (a TA running the source notebook in Jupyter) the same judge runs in this
-process, from the ``autograder`` package of the checkout.
+process: the installed kit declares it as the entry point :data:`IN_PROCESS_JUDGE` (``pyproject.toml``), so
+``cs_lib`` never imports the grader that sits above it.
 
 Requests come from the grader (trusted) and are read with ``torch.load``; replies go back in the
 pickle-free :mod:`cs_lib.wire` format, which the grader decodes as plain data only.
@@ -40,6 +41,8 @@ from cs_lib import wire
 from cs_lib.checks import stand_in
 
 SOCKET_ENV = "DLCV_JUDGE_SOCKET"
+#: The entry point group under which the grader declares its in-process judge (``pyproject.toml``).
+IN_PROCESS_JUDGE = "dlcv_kit.in_process_judge"
 #: Longest exception message sent back (characters).
 MAX_MESSAGE = 2000
 
@@ -52,12 +55,7 @@ def judge(assignment: str, fn: Callable[..., Any]) -> None:
     """
     path = os.environ.get(SOCKET_ENV)
     if not path:
-        try:
-            from autograder.judging.judge import judge_in_process
-        except ImportError:
-            raise RuntimeError("Hidden tests run only when the grader grades this notebook, or in the source "
-                               "notebook of a checkout that has the autograder package.") from None
-        judge_in_process(assignment, fn)
+        in_process_judge()(assignment, fn)
         return
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.connect(path)
@@ -71,6 +69,21 @@ def judge(assignment: str, fn: Callable[..., Any]) -> None:
                 print(request["message"])
                 return
             send_frame(conn, encode_reply(handle(fn, request)))
+
+
+def in_process_judge() -> Callable[[str, Callable[..., Any]], None]:
+    """The judge that the installed grader declares under the entry point group :data:`IN_PROCESS_JUDGE`.
+
+    Raises:
+        RuntimeError: no installed package declares one (a student's bundle has no grader).
+    """
+    from importlib.metadata import entry_points
+
+    found = list(entry_points(group=IN_PROCESS_JUDGE))
+    if not found:
+        raise RuntimeError("Hidden tests run only when the grader grades this notebook, or in the source notebook "
+                           "of a checkout whose kit is installed (pip install -e . ; make test does it).")
+    return found[0].load()
 
 
 def handle(fn: Callable[..., Any], request: dict[str, Any]) -> dict[str, Any]:

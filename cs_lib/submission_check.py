@@ -21,8 +21,11 @@ grading), without Jupyter; lines starting with ``!`` or ``%`` are skipped. Each 
 reported as passed or failed with the first line of its error. The hidden tests are not in your
 notebook: passing the visible checks does not guarantee the points.
 
-Exit status: 0 gradable (and every visible check passed), 1 not gradable or a visible check failed,
-2 the file or its manifest could not be read.
+**Rules** (always). Every graded function's rule (no library that does it for you, no Python loops where
+the notebook says so) is checked in the notebook's code cells as the grader checks it, without running them.
+
+Exit status: 0 gradable (and every visible check passed, and no function breaks its rule), 1 not gradable,
+a visible check failed or a function breaks its rule, 2 the file or its manifest could not be read.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     failed_checks: list[str] = field(default_factory=list)
     passed_checks: list[str] = field(default_factory=list)
+    rule_breaks: list[str] = field(default_factory=list)
     executed: bool = False
 
     @property
@@ -65,8 +69,8 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        """Gradable, and (when executed) every visible check passed."""
-        return self.gradable and not self.failed_checks
+        """Gradable, no function breaking its rule, and (when executed) every visible check passed."""
+        return self.gradable and not self.failed_checks and not self.rule_breaks
 
     def text(self) -> str:
         """The verdict in plain words, one finding per line."""
@@ -79,6 +83,10 @@ class Report:
                          "this check again:")
             lines += [f"  - {p}" for p in self.problems]
         lines += [f"  note: {n}" for n in self.notes]
+        if self.rule_breaks:
+            lines.append(f"  RULES: {len(self.rule_breaks)} function(s) break the rule the introduction states; the "
+                         "grader gives 0 for their tests:")
+            lines += [f"  - {b}" for b in self.rule_breaks]
         if self.executed:
             total = len(self.passed_checks) + len(self.failed_checks)
             if self.failed_checks:
@@ -187,6 +195,22 @@ def check_structure(notebook: dict[str, Any], manifest: dict[str, Any], report: 
             "runs them as ordinary cells.")
 
 
+def check_rules_of(notebook: dict[str, Any], report: Report) -> None:
+    """Add to ``report`` each graded function that breaks its rule, found in the notebook's code cells exactly
+    as the grader finds it (:func:`cs_lib.rules.source_findings`, never running the code)."""
+    from cs_lib.policies import POLICIES
+    from cs_lib.rules import source_findings
+
+    policies = POLICIES.get(report.assignment or "")
+    cells = notebook.get("cells")
+    if not policies or not isinstance(cells, list):
+        return
+    sources = [(f"cell {i + 1}", "".join(c.get("source", ""))) for i, c in enumerate(cells)
+               if isinstance(c, dict) and c.get("cell_type") == "code"]
+    for findings in source_findings(sources, policies).values():
+        report.rule_breaks.append(findings[0].message())
+
+
 def run_visible_checks(path: Path, notebook: dict[str, Any], report: Report, timeout: float = 3600) -> None:
     """Run the notebook's code cells in a fresh Python process (grading mode); record each test cell's verdict."""
     cells = []
@@ -229,10 +253,11 @@ import json, os, sys
 import matplotlib
 matplotlib.use("Agg")
 cells = json.load(open(sys.argv[1]))
-namespace = {"__name__": "__main__"}
+namespace = {"__name__": "__main__", "In": [""]}  # In: the cells run so far, as IPython keeps them
 real_stdout = sys.stdout
 for number, cell in enumerate(cells, 1):
     error = ""
+    namespace["In"].append(cell["code"])
     sys.stdout = open(os.devnull, "w")
     try:
         exec(compile(cell["code"], f"cell {number}", "exec"), namespace)
@@ -283,6 +308,7 @@ def check_loaded(notebook: dict[str, Any], report: Report, execute_from: Path | 
         return report
     report.assignment = manifest["assignment"]
     check_structure(notebook, manifest, report)
+    check_rules_of(notebook, report)
     if execute_from is not None and report.gradable:
         run_visible_checks(execute_from, notebook, report)
     return report

@@ -25,19 +25,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("cs_lib", "autograder")
 README = ROOT / "autograder" / "README.md"
 LAYERS_BLOCK = re.compile(r"^```layers[ \t]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
-
-#: Edges that another change is removing, each with a strict xfail test at the end of this module: once the
-#: edge is gone that test fails (XPASS), and the entry and the test go. Nothing else belongs here.
-PENDING = {
-    ("cs_lib.judge_client", "autograder.judging.judge"):
-        "judge() imports the judge lazily to run a hidden test in-process; an entry point replaces the import",
-}
 
 
 @dataclass(frozen=True)
@@ -201,10 +192,6 @@ def cycles(edges: list[Edge]) -> list[list[str]]:
     return sorted(found)
 
 
-def _checked_edges() -> list[Edge]:
-    return [e for e in import_edges() if (e.importer, e.imported) not in PENDING]
-
-
 def test_the_readme_places_every_module_once() -> None:
     layers = read_layers()
     known = modules()
@@ -217,7 +204,7 @@ def test_the_readme_places_every_module_once() -> None:
 
 
 def test_no_import_cycles() -> None:
-    edges = _checked_edges()
+    edges = import_edges()
     first = {(e.importer, e.imported): e for e in edges}
     found = cycles(edges)
     assert not found, f"{len(found)} import cycle(s):\n" + "\n".join(
@@ -229,7 +216,7 @@ def test_no_import_cycles() -> None:
 def test_no_upward_imports() -> None:
     layers = read_layers()
     problems = []
-    for e in _checked_edges():
+    for e in import_edges():
         here, there = place(e.importer, layers), place(e.imported, layers)
         if here is None or there is None:
             continue  # test_the_readme_places_every_module_once says which
@@ -261,15 +248,6 @@ def test_relative_and_lazy_imports_are_resolved() -> None:
     assert _imported_modules(statements[0][0], "p", True, known) == ["p.a"]
     edges = [Edge(a, b, ROOT, 1, False) for a, b in (("x", "y"), ("y", "z"), ("z", "x"), ("z", "w"))]
     assert cycles(edges) == [["x", "y", "z", "x"]]
-
-
-@pytest.mark.xfail(strict=True, reason="cs_lib.judge_client imports autograder.judging.judge (an upward import and "
-                   "a cycle) until the judge is found through an entry point; when this passes, delete this test "
-                   "and the edge's entry in PENDING")
-def test_judge_client_no_longer_imports_the_judge() -> None:
-    edge = ("cs_lib.judge_client", "autograder.judging.judge")
-    assert edge in PENDING
-    assert edge not in {(e.importer, e.imported) for e in import_edges()}
 
 
 def main(argv: list[str]) -> int:

@@ -62,3 +62,20 @@ def test_references_command_reports_new_unchanged_and_changed(monkeypatch, tmp_p
     assert cli.main(["references", "example", "--check"]) == 1
     out = capsys.readouterr().out
     assert "example: CHANGED" in out and "softmax[0]" in out
+
+
+def test_the_in_process_judge_is_found_through_the_installed_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cs_lib finds the grader's judge as a declared plugin (it never imports the layer above it); without
+    an installed grader, a hidden block says what to do."""
+    import importlib.metadata
+
+    from autograder.judging.judge import judge_in_process
+    from cs_lib import judge_client
+
+    assert judge_client.in_process_judge() is judge_in_process
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [])
+    with pytest.raises(RuntimeError, match="pip install -e"):
+        judge_client.in_process_judge()
+    monkeypatch.delenv(judge_client.SOCKET_ENV, raising=False)
+    with pytest.raises(RuntimeError, match="Hidden tests run only when the grader grades"):
+        judge_client.judge("example", len)

@@ -3,6 +3,8 @@ runtime findings from the kernel's record, no false positive on any reference, a
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import nbformat
@@ -10,12 +12,13 @@ import pytest
 import torch
 
 from autograder import assignments, source_notebook
+from autograder.batch.samples import with_answer_body
 from autograder.judging.judge import LocalChannel, RemoteFunction, run_test
 from autograder.judging.policy import policy_table, readme_with_table, static_findings
-from autograder.judging.solutions import load_solutions
+from autograder.judging.solutions import answer_cells, load_solutions
 from autograder.judging.spec import forbidden_of, load_specs
 from tests.corpus.policy import CASES as POLICY_CASES
-from tests.corpus.policy import policy_notebook
+from tests.corpus.policy import PolicyCase, policy_notebook
 
 MASK = "mask_rcnn"
 TRIPLET = "triplet_embeddings"
@@ -144,6 +147,73 @@ def test_removing_the_profile_hook_is_a_finding(single_torch_thread: None) -> No
     assert not verdict.passed and "removed or replaced the grader's profile hook" in verdict.finding
 
 
+def test_generated_rules_for_the_kernel_match_the_specs() -> None:
+    from autograder.judging.policy import POLICIES_MODULE, policies_source
+
+    assert POLICIES_MODULE.read_text() == policies_source(assignments()), (
+        "cs_lib/policies.py is stale: run python -m autograder.judging.policy")
+
+
+# ------------------------------------------------------------------------------------------- the kernel's check
+
+def _kernel_namespace(nb: nbformat.NotebookNode) -> dict:
+    """The globals of a kernel that ran ``nb``'s imports and answer cells, with IPython's ``In`` history."""
+    namespace: dict = {"__name__": "__main__", "In": [""]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        for cell in answer_cells(nb):
+            namespace["In"].append(cell.source)
+            exec(compile(cell.source, f"<In [{len(namespace['In']) - 1}]>", "exec"), namespace)  # noqa: S102
+    return namespace
+
+
+def _case_notebook(case: PolicyCase) -> nbformat.NotebookNode:
+    source = nbformat.read(source_notebook(case.assignment), as_version=4)
+    nb = source
+    for grade_id, body in case.bodies.items():
+        nb = with_answer_body(nb, source, grade_id, body)
+    for grade_id, line in case.after.items():
+        cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+        cell.source = cell.source.rstrip("\n") + "\n\n" + line + "\n"
+    return nb
+
+
+KERNEL_CASES = [*POLICY_CASES, *(PolicyCase(a, "reference") for a in assignments())]
+
+
+@pytest.mark.parametrize("case", KERNEL_CASES, ids=[f"{c.assignment}-{c.student}" for c in KERNEL_CASES])
+def test_the_kernels_check_warns_of_what_the_grader_finds_and_nothing_else(case: PolicyCase) -> None:
+    """check_rules, as the visible checks call it in the student's kernel: every function that the grader's
+    static pass would give 0 is named, with the call and the cell, and no other function is."""
+    from cs_lib.policies import POLICIES
+    from cs_lib.rules import check_rules
+
+    nb = _case_notebook(case)
+    namespace = _kernel_namespace(nb)
+    warned = {}
+    for name in POLICIES[case.assignment]:
+        try:
+            check_rules(case.assignment, namespace[name])
+        except AssertionError as exc:
+            warned[f"test_{name}"] = str(exc)
+    static = {f"test_{name}" for name in static_findings(nb, _policies(case.assignment))}
+    assert static <= set(warned) <= set(case.findings), (static, warned)
+    for grade_id, message in warned.items():
+        expected = case.findings[grade_id].split(" (")[0]
+        assert message.startswith(expected) and "(In [" in message and "the grader gives 0" in message, message
+
+
+def test_check_rules_names_an_unknown_function_and_accepts_a_class() -> None:
+    from cs_lib.rules import check_rules
+
+    def softmax(x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    with pytest.raises(KeyError, match="no rule for 'softmax' in 'mask_rcnn'"):
+        check_rules("mask_rcnn", softmax)  # graded in example, not in mask_rcnn
+    namespace = _kernel_namespace(nbformat.read(source_notebook(TRIPLET), as_version=4))
+    check_rules(TRIPLET, namespace["PKSampler"])  # a graded class: its module's cells are read
+
+
 def test_readme_policy_table_matches_the_specs() -> None:
     readme = (Path(__file__).resolve().parents[1] / "autograder" / "README.md").read_text()
     assert readme_with_table(readme, policy_table(assignments())) == readme, (
@@ -193,7 +263,8 @@ def test_each_policy_submission_earns_its_honest_score(policy_batch) -> None:  #
             if grade_id in case.findings:
                 assert t.points == 0 and t.status == "failed", (case.student, grade_id, t)
                 assert case.findings[grade_id] in t.finding, (case.student, grade_id, t.finding)
-                assert t.finding in t.reason
+                # the reason quotes the visible check's warning (check_rules, in the kernel) or the grader's
+                assert t.finding.split(" (")[0] in t.reason, (case.student, grade_id, t.reason)
             else:
                 assert (t.points, t.finding) == (full, ""), (case.student, grade_id, t.status, t.reason)
         expected = sum(full for g, full in points.items() if g not in case.findings)

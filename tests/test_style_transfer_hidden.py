@@ -267,7 +267,7 @@ WRONG_LOSSES = [
     ("gram_matrix", gram_across_batch, "one C x C Gram matrix per image"),
     ("gram_matrix", gram_across_batch_broadcast, "not one for the whole batch"),
     ("gram_matrix", gram_batch_mixed_by_reshape, "differ from the reference"),
-    ("gram_matrix", gram_with_loop, "uses a `for` loop"),
+    ("gram_matrix", gram_with_loop, "uses a Python `for` loop"),
     ("style_loss", style_no_weights, "forgot the style weights"),
     ("style_loss", style_mean, "averaged the squared Gram differences"),
     ("style_loss", style_frobenius, "Frobenius norm"),
@@ -281,7 +281,7 @@ WRONG_LOSSES = [
     ("tv_loss", tv_no_weight, "forgot to multiply by tv_weight"),
     ("tv_loss", tv_abs, "instead of taking their absolute values"),
     ("tv_loss", tv_wraps_around, "Do not wrap around"),
-    ("tv_loss", tv_with_loop, "uses a `for` loop"),
+    ("tv_loss", tv_with_loop, "uses a Python `for` loop"),
     ("tv_loss", tv_with_comprehension, "uses a comprehension"),
     ("tv_loss", tv_channels_and_width, "height \\(dim 2\\)"),
 ]

@@ -20,8 +20,9 @@ from autograder.hidden_tests import style_transfer as grade
 from autograder.judging.references import build_reference, compare_cases, load_reference, regenerate
 from autograder.judging.solutions import load_solutions
 from cs_lib.data import center_crop, load_style_image
-from cs_lib.grading_models import python_loops
 from cs_lib.images import preprocess
+from cs_lib.policies import POLICIES
+from cs_lib.rules import function_findings, python_loops
 from tests.conftest import shared_data
 
 LAYERS, WEIGHTS = grade.STYLE_LAYERS, grade.STYLE_WEIGHTS
@@ -299,8 +300,7 @@ def test_result_stays_in_the_clamped_range_even_from_a_content_image_outside_it(
     assert all(np.isfinite(losses))
 
 
-# ------------------------------------------------------------------------------------------
-# The loop detector the hidden tests use
+# The loop rule (cs_lib.rules), on the live function: the TA's in-process judge and the visible checks
 # ------------------------------------------------------------------------------------------
 
 
@@ -316,12 +316,15 @@ def _while_tv(img: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def test_python_loops_finds_loops_in_source_and_in_bytecode_without_source(sol) -> None:
-    assert python_loops(_loop_gram) == ["a comprehension (line 2)"]
-    assert python_loops(_while_tv) == ["a `while` loop (line 3)"]
+def test_loop_rule_finds_loops_in_source_and_in_bytecode_without_source(sol) -> None:
+    rules = POLICIES["style_transfer"]
+    assert [f.message().split(";")[0] for f in function_findings(_loop_gram, rules, "gram_matrix")] == [
+        "gram_matrix uses a comprehension (a Python loop) (the cell of gram_matrix, line 2)"]
+    assert [f.what for f in function_findings(_while_tv, rules, "tv_loss")] == ["uses a Python `while` loop"]
     # The reference solutions are compiled from the notebook (no source file): bytecode path.
-    assert python_loops(sol.gram_matrix) == [] and python_loops(sol.tv_loss) == []
+    assert function_findings(sol.gram_matrix, rules) == [] and function_findings(sol.tv_loss, rules) == []
     assert python_loops(sol.style_loss) and python_loops(sol.extract_features)
     namespace: dict[str, object] = {}
     exec(compile("def f(x):\n    while x:\n        x -= 1\n    return x\n", "<string>", "exec"), namespace)
-    assert python_loops(namespace["f"]) == ["a loop in f"]
+    assert python_loops(namespace["f"]) == ["a Python loop (in f)"]
+    assert [f.what for f in function_findings(namespace["f"], rules, "tv_loss")] == ["uses a Python loop (in f)"]

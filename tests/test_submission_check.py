@@ -117,3 +117,22 @@ def test_the_notebooks_last_cell_outside_a_bundle_says_there_is_nothing_to_check
     monkeypatch.setattr(submission_check, "MANIFEST_DIR", tmp_path)
     assert submission_check.check_this_notebook("example") is None
     assert "not a student bundle" in capsys.readouterr().out
+
+
+def test_a_function_that_breaks_its_rule_is_named_with_its_cell_without_running_anything() -> None:
+    """The rule check reads the cells as the grader does (an alias made in one cell, used in another)."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Mask R-CNN"),
+                nbformat.v4.new_code_cell("import torchvision\nfrom torchvision import ops as o"),
+                nbformat.v4.new_code_cell("def nms(boxes, scores, t):\n    return o.nms(boxes, scores, t)"),
+                nbformat.v4.new_code_cell("def box_iou(a, b):\n    return sum(x for x in a)")]
+    report = Report(notebook="mask_rcnn.ipynb", assignment="mask_rcnn")
+    submission_check.check_rules_of(json.loads(nbformat.writes(nb)), report)
+    assert sorted(report.rule_breaks) == [
+        "box_iou uses a comprehension (a Python loop) (cell 4, line 2); the notebook asks for it without Python "
+        "loops: the grader gives 0 for this test",
+        "nms calls torchvision.ops.nms (cell 3, line 2); write it yourself: the grader gives 0 for this test"]
+    assert not report.ok and "RULES: 2 function(s) break the rule" in report.text()
+    honest = Report(notebook="example.ipynb", assignment="example")
+    submission_check.check_rules_of(json.loads(nbformat.writes(nb)), honest)
+    assert honest.rule_breaks == []  # example's functions have no rule; nms is not one of them

@@ -7,8 +7,9 @@ random-init SqueezeNet 1.1, built by :func:`make_references` with their provenan
 ``fresh`` inputs drawn at grading time, compared with the source notebook's solution run here. When a
 result is wrong, the spec's wrong answers (a mean for a sum, a forgotten weight, the wrong Gram
 normalisation, TV along one axis, one Gram matrix for the whole batch, ...) run on the same inputs and
-the matching one names the fix. ``gram_matrix`` and ``tv_loss`` must have no Python loops: a grader
-stand-in (:data:`cs_lib.grading_models.LOOP_PROBE`) reads the function's source in the kernel (forgeable).
+the matching one names the fix. ``gram_matrix`` and ``tv_loss`` must have no Python loops: their policy
+(``no_loops`` below) is checked on the submitted source, as for every graded function
+(:mod:`autograder.judging.policy`).
 
 The loop (``style_transfer``) is graded on its own: it runs with **stand-in losses** that are not the
 assignment's answers (:data:`STAND_INS`: a Huber content loss, channel mean and mean-square statistics
@@ -66,7 +67,6 @@ from autograder.judging.solutions import load_namespace, variant
 from autograder.judging.spec import Call, GradedFunction, WrongAnswer, with_policies
 from autograder.judging.toolkit import Failure, StudentError, clone_args
 from cs_lib.checks import check_close, check_tensor
-from cs_lib.grading_models import LOOP_MARKER, LOOP_PROBE, LOOP_PROBE_NAME
 
 ASSIGNMENT = "style_transfer"
 REFERENCE_SEED = 231
@@ -252,38 +252,24 @@ def _wrong_functions(name: str) -> dict[str, Callable[..., Any]]:
     return {w.hint: variant(ASSIGNMENT, name, w.body) for w in spec.wrong_answers if not w.name.startswith(STATE)}
 
 
-#: Per loss: the hint for any mismatch, the hint for a wrong shape, and how to avoid loops (None: loops allowed).
-_HINTS: dict[str, tuple[str, str, str | None]] = {
+#: Per loss: the hint for any mismatch, and the hint for a wrong shape.
+_HINTS: dict[str, tuple[str, str]] = {
     "content_loss": ("Return content_weight * sum((current - original) ** 2).",
-                     "Return a 0-dim tensor (torch.sum(...)), not a Python float or a per-element tensor.", None),
+                     "Return a 0-dim tensor (torch.sum(...)), not a Python float or a per-element tensor."),
     "gram_matrix": ("G[n] = F_n F_n^T, divided by H * W * C when normalize=True.",
-                    "Return one C x C Gram matrix per image of the batch, shape (N, C, C).",
-                    "reshape to (N, C, H * W) and use torch.bmm (or @)."),
+                    "Return one C x C Gram matrix per image of the batch, shape (N, C, C)."),
     "style_loss": ("Pair feats[style_layers[i]] with style_targets[i] and style_weights[i].",
-                   "Return a 0-dim tensor (a sum of torch.sum(...) terms).", None),
+                   "Return a 0-dim tensor (a sum of torch.sum(...) terms)."),
     "tv_loss": ("Sum the squared differences along both the height (dim 2) and the width (dim 3).",
-                "Return a 0-dim tensor.", "subtract shifted slices, img[:, :, 1:, :] - img[:, :, :-1, :] etc."),
+                "Return a 0-dim tensor."),
 }
-
-
-def _check_no_loops(name: str, student: Student, call: Call, how: str) -> None:
-    """Ask the kernel (a grader stand-in, forgeable) whether the function has Python loops."""
-    try:
-        student.with_stand_ins({LOOP_PROBE_NAME: LOOP_PROBE})(*call.args, **call.kwargs)
-    except Exception as exc:  # noqa: BLE001 - the probe's verdict, or the student's own error (reported later)
-        if LOOP_MARKER in str(exc):
-            loops = str(exc).split(LOOP_MARKER, 1)[1].strip()
-            raise Failure(f"{name} uses {loops}; write it without Python loops: {how}") from None
 
 
 def _loss_test(student: Student, ref: Callable[..., torch.Tensor], spec: GradedFunction, g: torch.Generator) -> None:
     """Hidden test of a loss: stored cases, then the spec's fresh inputs, each compared norm-wise."""
     name = spec.name
-    hint, shape_hint, how = _HINTS[name]
-    fresh = spec.fresh(g)
-    if how is not None:
-        _check_no_loops(name, student, fresh[0], how)
-    for call in fresh:
+    hint, shape_hint = _HINTS[name]
+    for call in spec.fresh(g):
         _check_call(name, student, ref, call.args, call.kwargs, None, hint, shape_hint)
     for case in load_reference(ASSIGNMENT)["cases"][name]:
         inputs = case["inputs"]

@@ -34,6 +34,7 @@ from autograder.judging.spec import GradedFunction, forbidden_of, hidden_test_mo
 from autograder.judging.toolkit import BUILTIN_ERRORS, Failure, StudentError, fresh_generator, run_spec
 from cs_lib import wire
 from cs_lib.judge_client import encode_reply, handle, recv_frame, send_frame
+from cs_lib.rules import function_findings
 
 #: Largest reply a kernel may send (bytes).
 MAX_REPLY_BYTES = 64 * 1024 * 1024
@@ -251,6 +252,9 @@ def warm_up(assignments: Iterable[str]) -> None:
 def judge_in_process(assignment: str, fn: Callable[..., Any]) -> None:
     """The TA's path: run the hidden test of ``fn`` here (``cs_lib.judge_client.judge`` calls it).
 
+    The policy is checked on the live function's source (:func:`cs_lib.rules.function_findings`), as the
+    notebook's visible checks do; the grader checks the submitted notebook's cells instead.
+
     Raises:
         AssertionError: with the judge's message when the test fails.
     """
@@ -259,7 +263,9 @@ def judge_in_process(assignment: str, fn: Callable[..., Any]) -> None:
     if name not in specs:
         raise KeyError(f"autograder/hidden_tests/{assignment}.py has no spec for '{name}'; have {sorted(specs)}")
     spec = specs[name]
-    verdict = run_test(assignment, spec, RemoteFunction(name, LocalChannel(fn), spec.adapter))
+    policies = {n: (forbidden_of(assignment, s), s.loops_allowed) for n, s in specs.items()}
+    findings = function_findings(fn, policies, name)  # no notebook here: the live function's source
+    verdict = run_test(assignment, spec, RemoteFunction(name, LocalChannel(fn), spec.adapter), findings)
     if not verdict.passed:
         raise AssertionError(verdict.message)
     print(verdict.message)
