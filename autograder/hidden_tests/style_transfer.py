@@ -359,10 +359,6 @@ GRAM_WRONG = (
                 "(reshape to (N, C, H * W), not (C, N * H * W))."),
     WrongAnswer("whole batch, per-image normalisation", _gram_body(*_WHOLE_BATCH, "G / (H * W * C)"),
                 "Compute one Gram matrix per image, not one for the whole batch (reshape to (N, C, H * W))."),
-    WrongAnswer(STATE + "a loop over the batch",
-                "N, C, H, W = features.shape\nG = torch.stack([f.reshape(C, H * W) @ f.reshape(C, H * W).t() "
-                "for f in features])\nreturn G / (H * W * C) if normalize else G",
-                "write it without Python loops"),
 )
 
 
@@ -436,9 +432,6 @@ TV_WRONG = (
     WrongAnswer("wraps around", "return tv_weight * (torch.sum((img - img.roll(1, 2)) ** 2) "
                                 "+ torch.sum((img - img.roll(1, 3)) ** 2))",
                 "Do not wrap around the border (torch.roll): only neighbours inside the image count."),
-    WrongAnswer(STATE + "a loop over the two axes",
-                "return tv_weight * sum(torch.diff(img, dim=d).pow(2).sum() for d in (2, 3))",
-                "write it without Python loops"),
 )
 
 
