@@ -419,6 +419,32 @@ def test_a_wrong_loss_costs_only_its_own_points_and_the_students_namespace_is_re
         judge("content_loss", wrong_content_loss)
 
 
+def test_a_crashing_or_wrong_gram_matrix_costs_style_loss_nothing() -> None:
+    """style_loss is judged with the grader's stand-in statistic for gram_matrix: its points are its own."""
+    def crashing_gram_matrix(features, normalize=True):
+        raise RuntimeError("my gram_matrix is broken")
+
+    def transposed_gram_matrix(features, normalize=True):  # wrong: (N, H*W, H*W)
+        flat = features.flatten(2)
+        return flat.transpose(1, 2) @ flat
+
+    for gram in (crashing_gram_matrix, transposed_gram_matrix):
+        ns = _student_namespace(gram_matrix=gram)
+        judge_in_process(ASSIGNMENT, ns["style_loss"])
+        assert ns["gram_matrix"] is gram
+        with pytest.raises(AssertionError, match="gram_matrix"):
+            judge("gram_matrix", gram)
+
+
+def test_a_wrong_style_loss_still_fails_with_its_diagnosis_under_the_stand_in() -> None:
+    ns = _student_namespace()
+    exec("def style_loss(feats, style_layers, style_targets, style_weights):\n"  # noqa: S102 - a student's cell
+         "    return sum(torch.sum((gram_matrix(feats[l]) - t) ** 2) for l, t in zip(style_layers, style_targets))\n",
+         ns)
+    with pytest.raises(AssertionError, match="forgot the style weights"):
+        judge_in_process(ASSIGNMENT, ns["style_loss"])
+
+
 def test_the_stand_in_losses_are_not_the_assignments_answers(sol) -> None:
     """No answer is sent to the kernel: each stand-in computes something else than the reference."""
     stand_ins = grade.stand_in_functions()

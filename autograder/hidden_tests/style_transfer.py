@@ -15,7 +15,9 @@ The loop (``style_transfer``) is graded on its own: it runs with **stand-in loss
 assignment's answers (:data:`STAND_INS`: a Huber content loss, channel mean and mean-square statistics
 instead of Gram matrices, a Huber TV penalty) swapped into its globals in the kernel, and is compared with
 the reference loop run here with the same stand-ins. A wrong ``content_loss`` therefore costs only
-``content_loss``'s points, and no answer travels to the kernel.
+``content_loss``'s points, and no answer travels to the kernel. ``style_loss`` is judged the same way: its
+``gram_matrix`` is the stand-in statistic (stored and fresh targets are that statistic's), so a broken
+``gram_matrix`` costs only its own points.
 
 Tolerances
 ----------
@@ -73,10 +75,10 @@ REFERENCE_SEED = 231
 #: The demo's wrong sample: a wrong content loss must cost only its own points, since the loop is judged
 #: with stand-in losses (autograder/batch/demo.py).
 DEMO_WRONG_SAMPLE = "content_loss"
-#: The demo's crashing building block. Not gram_matrix: style_loss's visible check and hidden test both call the
-#: student's gram_matrix (a stand-in that is not the answer cannot reproduce the stored Gram targets), so a crashing
-#: gram_matrix still costs style_loss's points; tv_loss is a building block of the loop, which is judged with stand-ins.
-DEMO_CRASH_SAMPLE = "tv_loss"
+#: The demo's crashing building block: gram_matrix, which style_loss and the loop call. style_loss is judged with
+#: the grader's stand-in statistic for gram_matrix (and its visible check with hand-computed Gram matrices), the
+#: loop with stand-in losses, so a crashing gram_matrix costs only its own points.
+DEMO_CRASH_SAMPLE = "gram_matrix"
 #: float32 tolerance (module docstring); float64 comparisons use FLOAT64_RTOL.
 FLOAT32_RTOL = 1e-4
 FLOAT64_RTOL = 1e-10
@@ -161,18 +163,19 @@ def make_references(sol: SimpleNamespace) -> dict[str, list[dict[str, Any]]]:
         gram.append(case((x,), sol.gram_matrix(x, normalize=normalize), squeeze.format(f"{name}, layer {layer}"),
                          normalize=normalize))
 
+    # style_loss is judged with the grader's stand-in for gram_matrix (_STYLE_GRAM): targets and outputs use it too.
     style = []
+    statistic, style_loss = stand_in_functions()["gram_matrix"], with_stand_ins(sol.style_loss)
     shapes = [(1, 3, 9, 8), (1, 4, 7, 6), (1, 2, 5, 5), (1, 5, 4, 6), (1, 6, 3, 4), (1, 3, 2, 3)]
     layers, weights = (1, 3, 4), (3.0, 0.2, 11.0)
     fs = [torch.randn(s, **f64) for s in shapes]
-    targets = [sol.gram_matrix(torch.randn(shapes[i], **f64)) for i in layers]
-    style.append(case((fs, layers, targets, weights), sol.style_loss(fs, layers, targets, weights), rand))
-    # Layers 1 and 4 only: the 256 x 256 Gram targets of layers 6 and 7 would triple the file's size.
-    layers, weights = STYLE_LAYERS[:2], STYLE_WEIGHTS[:2]
+    targets = [statistic(torch.randn(shapes[i], **f64)) for i in layers]
+    style.append(case((fs, layers, targets, weights), style_loss(fs, layers, targets, weights), rand))
+    layers, weights = STYLE_LAYERS, STYLE_WEIGHTS
     current = feats["brick"][: max(layers) + 1]
-    targets = [sol.gram_matrix(feats["chelsea"][i]) for i in layers]
-    style.append(case((current, layers, targets, weights), sol.style_loss(current, layers, targets, weights),
-                      squeeze.format("brick (current, layers 0-4) and chelsea (Gram targets)")))
+    targets = [statistic(feats["chelsea"][i]) for i in layers]
+    style.append(case((current, layers, targets, weights), style_loss(current, layers, targets, weights),
+                      squeeze.format("brick (current, layers 0-7) and chelsea (targets of the stand-in statistic)")))
 
     tv = []
     x = torch.randn((2, 3, 6, 7), **f64)
@@ -246,10 +249,12 @@ def _input_dtype(args: tuple) -> torch.dtype:
 
 
 @functools.cache
-def _wrong_functions(name: str) -> dict[str, Callable[..., Any]]:
-    """``{hint: function}`` of the value diagnoses of ``name``'s spec, compiled in the notebook's namespace."""
+def _wrong_functions(name: str, stand_ins: bool = False) -> dict[str, Callable[..., Any]]:
+    """``{hint: function}`` of the value diagnoses of ``name``'s spec, compiled in the notebook's namespace (with
+    the grader's stand-ins in their globals when ``stand_ins``)."""
     spec = next(s for s in SPECS if s.name == name)
-    return {w.hint: variant(ASSIGNMENT, name, w.body) for w in spec.wrong_answers if not w.name.startswith(STATE)}
+    wrong = {w.hint: variant(ASSIGNMENT, name, w.body) for w in spec.wrong_answers if not w.name.startswith(STATE)}
+    return {hint: with_stand_ins(f) for hint, f in wrong.items()} if stand_ins else wrong
 
 
 #: Per loss: the hint for any mismatch, and the hint for a wrong shape.
@@ -265,24 +270,52 @@ _HINTS: dict[str, tuple[str, str]] = {
 }
 
 
+#: What style_loss is judged with instead of the student's gram_matrix: the grader's stand-in statistic (not a
+#: Gram matrix), in the kernel and in the reference alike, so that a broken gram_matrix costs only its own points.
+_STYLE_GRAM = "gram_matrix"
+
+
 def _loss_test(student: Student, ref: Callable[..., torch.Tensor], spec: GradedFunction, g: torch.Generator) -> None:
     """Hidden test of a loss: stored cases, then the spec's fresh inputs, each compared norm-wise."""
     name = spec.name
     hint, shape_hint = _HINTS[name]
-    for call in spec.fresh(g):
-        _check_call(name, student, ref, call.args, call.kwargs, None, hint, shape_hint)
-    for case in load_reference(ASSIGNMENT)["cases"][name]:
+    if name != "style_loss":
+        _loss_cases(name, student, ref, spec.fresh(g), load_reference(ASSIGNMENT)["cases"][name], hint, shape_hint)
+        return
+    try:
+        _loss_cases(name, student.with_stand_ins({_STYLE_GRAM: STAND_INS[_STYLE_GRAM]}), with_stand_ins(ref),
+                    spec.fresh(g), load_reference(ASSIGNMENT)["cases"][name], hint, shape_hint, stand_ins=True)
+    except AssertionError as with_stand_in:
+        # A correct style_loss that computes its Gram matrices without calling gram_matrix ignores the stand-in:
+        # it passes on true Gram targets with its own code. Otherwise the diagnosis that names a mistake stands.
+        try:
+            _loss_cases(name, student, ref, _style_calls(g, load_namespace(ASSIGNMENT)["gram_matrix"]), [], hint,
+                        shape_hint)
+        except AssertionError as on_its_own:
+            named = [exc for exc in (with_stand_in, on_its_own)
+                     if any(w.hint in str(exc).replace(hint, "") for w in spec.wrong_answers)]
+            raise (named or [with_stand_in])[0] from None
+
+
+def _loss_cases(name: str, student: Student, ref: Callable[..., torch.Tensor], fresh: list[Call],
+                stored: list[dict[str, Any]], hint: str, shape_hint: str, stand_ins: bool = False) -> None:
+    """Fresh calls, then stored cases, each compared norm-wise with the reference (and the wrong answers, run with
+    the grader's stand-ins when ``stand_ins``)."""
+    for call in fresh:
+        _check_call(name, student, ref, call.args, call.kwargs, None, hint, shape_hint, stand_ins)
+    for case in stored:
         inputs = case["inputs"]
         _check_call(name, student, ref, tuple(inputs.get("args", ())), inputs.get("kwargs", {}), case["output"],
-                    hint, shape_hint)
+                    hint, shape_hint, stand_ins)
 
 
 def _check_call(name: str, student: Student, ref: Callable[..., torch.Tensor], args: tuple, kwargs: dict,
-                expected: torch.Tensor | None, hint: str, shape_hint: str) -> None:
+                expected: torch.Tensor | None, hint: str, shape_hint: str, stand_ins: bool = False) -> None:
     got = _call(name, student, *args, hint=hint, **kwargs)
     if expected is None:
         expected = ref(*clone_args(args), **clone_args(kwargs))
-    thunks = {h: (lambda f=f: f(*clone_args(args), **clone_args(kwargs))) for h, f in _wrong_functions(name).items()}
+    thunks = {h: (lambda f=f: f(*clone_args(args), **clone_args(kwargs)))
+              for h, f in _wrong_functions(name, stand_ins).items()}
     _compare(name, got, expected, _rtol(_input_dtype(args)), thunks, hint=hint, shape_hint=shape_hint)
 
 
@@ -363,8 +396,12 @@ GRAM_WRONG = (
 
 
 def _style_fresh(g: torch.Generator) -> list[Call]:
-    """Layer lists of 5-7 maps with 3 shuffled style layers; targets from the reference Gram matrix."""
-    gram = load_namespace(ASSIGNMENT)["gram_matrix"]
+    """Layer lists of 5-7 maps with 3 shuffled style layers; targets of the stand-in statistic (_STYLE_GRAM)."""
+    return _style_calls(g, stand_in_functions()[_STYLE_GRAM])
+
+
+def _style_calls(g: torch.Generator, gram: Callable[..., torch.Tensor]) -> list[Call]:
+    """:func:`_style_fresh`'s calls with the targets of ``gram`` (the stand-in, or the reference Gram matrix)."""
     calls = []
     for dtype in (torch.float64, torch.float32):
         num_layers = _randint(g, 5, 7)
@@ -703,11 +740,11 @@ SPECS = (
     GradedFunction(name="content_loss", fresh=_content_fresh, test=_loss_test, rtol=FLOAT32_RTOL, atol=0.0,
                    tolerance=_LOSS_TOLERANCE, wrong_answers=CONTENT_WRONG),
     GradedFunction(name="gram_matrix", fresh=_gram_fresh, test=_loss_test, rtol=FLOAT32_RTOL, atol=0.0,
-                   tolerance=_LOSS_TOLERANCE, wrong_answers=GRAM_WRONG, forgeable=("no Python loops",)),
+                   tolerance=_LOSS_TOLERANCE, wrong_answers=GRAM_WRONG),
     GradedFunction(name="style_loss", fresh=_style_fresh, test=_loss_test, rtol=FLOAT32_RTOL, atol=0.0,
                    tolerance=_LOSS_TOLERANCE, wrong_answers=STYLE_WRONG),
     GradedFunction(name="tv_loss", fresh=_tv_fresh, test=_loss_test, rtol=FLOAT32_RTOL, atol=0.0,
-                   tolerance=_LOSS_TOLERANCE, wrong_answers=TV_WRONG, forgeable=("no Python loops",)),
+                   tolerance=_LOSS_TOLERANCE, wrong_answers=TV_WRONG),
     GradedFunction(name="style_transfer", test=_loop_test, rtol=LOOP_LOSS_RTOL, atol=LOOP_IMAGE_ATOL,
                    tolerance="float64 loop: losses to 1e-8 relative, image to 1e-6 (module docstring)",
                    wrong_answers=LOOP_WRONG, forgeable=("the returned image is detached",)),
