@@ -35,16 +35,21 @@ def cmd_references(args: argparse.Namespace) -> int:
     names = args.assignments or [a for a in assignments() if _has_grade_module(a)]
     changed = 0
     for name in names:
-        path, changes = regenerate(name)
-        if changes is None:
-            print(f"{name}: new reference file {path}")
-        elif changes:
+        result = regenerate(name)
+        added = ", ".join(f"{f} ({n} cases)" for f, n in result.added.items())
+        if result.new:
+            print(f"{name}: new reference file {result.path}")
+        elif result.changes:
             changed += 1
-            print(f"{name}: CHANGED {path}")
-            for line in changes:
+            print(f"{name}: CHANGED {result.path}")
+            for line in result.changes:
                 print(f"    {line}")
+            if added:
+                print(f"    added: {added}")
+        elif added:  # a new spec's cases: nothing stored has moved
+            print(f"{name}: added {added}; the other cases unchanged (within tolerance) {result.path}")
         else:
-            print(f"{name}: unchanged (within tolerance) {path}")
+            print(f"{name}: unchanged (within tolerance) {result.path}")
     return 1 if (changed and args.check) else 0
 
 
@@ -190,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("references", help="regenerate the hidden tests' reference files",
                        description="Regenerate autograder/references/<assignment>.pt and say which changed.")
     p.add_argument("assignments", nargs="*", help="assignments (default: all with hidden tests)")
-    p.add_argument("--check", action="store_true", help="exit 1 if a reference changed beyond tolerance")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 if a stored reference changed beyond tolerance (an added function is no change)")
     p.set_defaults(func=cmd_references)
 
     p = sub.add_parser("release", help="build the student release and bundle", formatter_class=fmt,

@@ -1,4 +1,10 @@
-"""Helpers for tests that execute notebooks or build releases with nbgrader."""
+"""Helpers for tests that execute notebooks or build releases with nbgrader, and what an assignment grades.
+
+A test that grades an assignment takes its functions, test cells, points and totals from
+:func:`graded_functions`, :func:`graded_points` and :func:`max_score` (the specs and the source notebook's
+nbgrader metadata), never from numbers of its own: a TA who adds a graded function changes the notebook and
+one spec, and no test.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,8 @@ from nbclient import NotebookClient
 
 from autograder import source_notebook
 from autograder.execution.nbgrader_run import kit_environment, run_nbgrader
+from autograder.judging.spec import load_specs
+from autograder.notebook_format import grade_id_of, is_graded, is_test_cell, nbgrader_meta
 from autograder.releasing.course import generate_release, make_course_dir
 
 
@@ -82,4 +90,31 @@ def graded_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
     return [c for c in nb.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")]
 
 
-__all__ = ["build_release", "execute_notebook", "graded_cells", "source_notebook", "stderr_outputs", "validate"]
+def graded_functions(assignment: str) -> list[str]:
+    """The graded functions of ``assignment``, in notebook order: the names of its specs (``load_specs``)."""
+    return list(load_specs(assignment))
+
+
+def graded_points(assignment: str, manual: bool = False) -> dict[str, float]:
+    """``{grade_id: points}`` of the source notebook's autograded test cells, in notebook order.
+
+    Each is ``test_<function>`` of one spec, in the specs' order (checked: a test that counts cells and
+    one that counts specs agree). With ``manual``, the answers graded by hand (written questions) too.
+    """
+    nb = nbformat.read(source_notebook(assignment), as_version=4)
+    tests = {grade_id_of(c): float(nbgrader_meta(c)["points"]) for c in nb.cells if is_test_cell(c)}
+    expected = [f"test_{name}" for name in graded_functions(assignment)]
+    if list(tests) != expected:
+        raise AssertionError(f"{assignment}: test cells {list(tests)}, but the specs ask for {expected}")
+    if not manual:
+        return tests
+    return {grade_id_of(c): float(nbgrader_meta(c)["points"]) for c in nb.cells if is_graded(c)}
+
+
+def max_score(assignment: str) -> float:
+    """Every point of ``assignment`` (autograded and graded by hand): a full submission's ``max_score``."""
+    return sum(graded_points(assignment, manual=True).values())
+
+
+__all__ = ["build_release", "execute_notebook", "graded_cells", "graded_functions", "graded_points", "max_score",
+           "source_notebook", "stderr_outputs", "validate"]

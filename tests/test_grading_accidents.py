@@ -31,6 +31,7 @@ from autograder.execution.tampering import inspect_cells, restore_metadata
 from autograder.notebook_format import grade_id_of, nbgrader_meta
 from autograder.releasing.course import generate_assignment, make_course_dir
 from tests.corpus.build import without_demo_cells
+from tests.nbutil import graded_points, max_score
 
 NV = "network_visualization"
 
@@ -173,8 +174,9 @@ class Accident:
     notes: tuple[str, ...]  # texts that tests.csv (tampering or notes column) must hold
 
 
-FULL = {"test_softmax": 2.0, "test_top_k_accuracy": 2.0}
-NO_SOFTMAX = {"test_softmax": 0.0, "test_top_k_accuracy": 2.0}
+#: Every test of the example keeps its points, or every test but ``softmax``'s.
+FULL = graded_points("example")
+NO_SOFTMAX = {**FULL, "test_softmax": 0.0}
 
 ACCIDENTS = [
     Accident("dupanswer", dup_answer, FULL, ("answer cell 'softmax' appears 2 times",)),
@@ -185,7 +187,8 @@ ACCIDENTS = [
                                                "answer cell 'top_k_accuracy' appears 2 times")),
     Accident("invented", invented_metadata, FULL, ("grade_id 'my_own_test', which is not in the release",
                                                    "without a grade_id")),
-    Accident("points", points_changed, FULL, ("points of 'test_top_k_accuracy' changed from 2",
+    Accident("points", points_changed, FULL, (f"points of 'test_top_k_accuracy' changed from "
+                                              f"{FULL['test_top_k_accuracy']} to ",
                                               "nbgrader metadata of 'softmax' changed")),
     Accident("gradeid", grade_id_changed, FULL, ("grade_id 'my_softmax', which is not in the release",
                                                  "grade_id 'test_topk', which is not in the release",
@@ -206,7 +209,7 @@ ACCIDENTS = [
 ]
 
 
-# The same rule on a second assignment, with hand-graded markdown answers and 6 functions (18 points).
+# The same rule on a second assignment, with hand-graded markdown answers (graded_points(NV, manual=True)).
 
 
 def nv_pair_pasted_again(nb: NotebookNode, src: NotebookNode) -> None:
@@ -424,7 +427,7 @@ def test_each_accident_keeps_the_score_its_code_earns(graded: GradingRun, accide
     assert result.graded, result.notes
     assert {t.grade_id: t.points for t in result.tests} == accident.points, \
         [(t.grade_id, t.points, t.status, t.reason, t.tampering) for t in result.tests]
-    assert result.max_score == 4
+    assert result.max_score == max_score("example")
     said = _said(graded, accident.student)
     for text in accident.notes:
         assert text in said, said
@@ -433,7 +436,7 @@ def test_each_accident_keeps_the_score_its_code_earns(graded: GradingRun, accide
 @pytest.mark.notebook
 def test_the_honest_student_beside_the_accidents_keeps_full_marks_and_no_notes(graded: GradingRun) -> None:
     result = next(r for r in graded.results if r.student == "honest")
-    assert result.score == result.max_score == 4 and result.notes == []
+    assert result.score == result.max_score == max_score("example") and result.notes == []
     assert all(t.tampering == "" for t in result.tests)
 
 
@@ -462,5 +465,6 @@ def test_network_visualization_accidents_keep_the_honest_students_points(graded:
 def test_the_honest_network_visualization_student_passes_every_autograded_test(graded: GradingRun) -> None:
     result = next(r for r in graded.results if r.student == "nvhonest")
     auto = [t for t in result.tests if not t.manual]
-    assert len(auto) == 6 and all(t.status == "passed" and t.points == t.max_points for t in auto)
+    assert sorted(t.grade_id for t in auto) == sorted(graded_points(NV))
+    assert all(t.status == "passed" and t.points == t.max_points for t in auto)
     assert result.notes == []

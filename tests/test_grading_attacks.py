@@ -19,6 +19,7 @@ from autograder.execution import sandbox
 from autograder.execution.limits import Limits
 from autograder.releasing.course import generate_assignment, make_course_dir
 from tests.corpus.attacks import ATTACKS, Attack, attack_notebook
+from tests.nbutil import max_score
 
 pytestmark = pytest.mark.notebook
 
@@ -55,7 +56,8 @@ def test_attack_gets_exactly_its_honest_score(graded: GradingRun, attack: Attack
 
 def test_an_honest_student_graded_beside_the_attacks_keeps_full_marks(graded: GradingRun) -> None:
     result = next(r for r in graded.results if r.student == "honest")
-    assert result.score == result.max_score == 4, [(t.grade_id, t.status, t.reason) for t in result.tests]
+    assert result.score == result.max_score == max_score("example"), [(t.grade_id, t.status, t.reason)
+                                                                      for t in result.tests]
 
 
 def test_no_kernel_payload_was_ever_unpickled_by_the_grader(graded: GradingRun) -> None:

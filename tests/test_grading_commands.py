@@ -20,6 +20,7 @@ from autograder.execution.nbgrader_run import kit_environment, run_nbgrader
 from autograder.releasing.bundle import build_bundle
 from autograder.releasing.course import generate_assignment, make_course_dir
 from tests.corpus.build import without_demo_cells
+from tests.nbutil import graded_functions, graded_points, max_score
 
 pytestmark = pytest.mark.notebook
 
@@ -58,7 +59,8 @@ def test_release_command_writes_bundles_and_refuses_broken_metadata(tmp_path: Pa
     course = make_course_dir(tmp_path / "course", ["example"])
     nb = json.loads(source_notebook("example").read_text())
     test_cells = [c for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade")]
-    test_cells[1]["metadata"]["nbgrader"]["grade_id"] = test_cells[0]["metadata"]["nbgrader"]["grade_id"]
+    first = test_cells[0]["metadata"]["nbgrader"]["grade_id"]
+    test_cells[1]["metadata"]["nbgrader"]["grade_id"] = first
     del test_cells[0]["metadata"]["nbgrader"]["points"]
     (course / "source" / "broken").mkdir()
     (course / "source" / "broken" / "broken.ipynb").write_text(json.dumps(nb))
@@ -69,7 +71,7 @@ def test_release_command_writes_bundles_and_refuses_broken_metadata(tmp_path: Pa
     assert proc.returncode == 1
     assert (tmp_path / "dist" / "example.zip").exists() and not (tmp_path / "dist" / "broken.zip").exists()
     assert "broken.ipynb has broken nbgrader metadata" in proc.stderr
-    assert "duplicate grade_id 'test_softmax'" in proc.stderr and "graded cell without points" in proc.stderr
+    assert f"duplicate grade_id '{first}'" in proc.stderr and "graded cell without points" in proc.stderr
 
 
 # -- demo and equality with plain nbgrader ----------------------------------------------------
@@ -87,9 +89,16 @@ def test_demo_grades_the_four_samples_as_expected(demo) -> None:
     work, run, problems = demo
     assert problems == []
     scores = {r.student: r.score for r in run.results}
-    assert scores == {"correct": 4, "blank": 0, "wrong-softmax": 2, "crash-top_k_accuracy": 2}
-    crash = next(r for r in run.results if r.student == "crash-top_k_accuracy")
-    assert [t.status for t in crash.tests] == ["passed", "error"]
+    (wrong,) = [s.removeprefix("wrong-") for s in scores if s.startswith("wrong-")]
+    (crash,) = [s.removeprefix("crash-") for s in scores if s.startswith("crash-")]
+    functions, points = graded_functions("example"), graded_points("example")
+    full = sum(points.values())  # what the correct answers earn
+    assert wrong in functions and crash in functions and wrong != crash, (wrong, crash, functions)
+    assert scores == {"correct": full, "blank": 0, f"wrong-{wrong}": full - points[f"test_{wrong}"],
+                      f"crash-{crash}": full - points[f"test_{crash}"]}
+    crashed = next(r for r in run.results if r.student == f"crash-{crash}")
+    assert {t.grade_id: t.status for t in crashed.tests} == \
+        {gid: "error" if gid == f"test_{crash}" else "passed" for gid in points}
     assert (work / "demo" / "dist" / "example.zip").exists()
 
 
@@ -118,7 +127,10 @@ def test_grades_csv_equals_plain_nbgrader_where_nbgrader_survives(tmp_path: Path
     run_nbgrader(["autograde", "example"], course, timeout=900)
     run_nbgrader(["export", "--to", str(tmp_path / "plain.csv")], course)
     assert ours.grades_csv.read_text() == (tmp_path / "plain.csv").read_text()
-    assert [r.score for r in ours.results] == [2, 0, 4]
+    points = graded_points("example")
+    full = sum(points.values())
+    assert [r.score for r in ours.results] == [full - points["test_top_k_accuracy"], 0, full]
+    assert [r.max_score for r in ours.results] == [max_score("example")] * 3
 
 
 # -- Gradescope ----------------------------------------------------------------------------
@@ -152,11 +164,13 @@ def test_gradescope_bundle_grades_one_submission_in_a_faked_autograder_root(tmp_
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((root / "results" / "results.json").read_text())
-    assert results["score"] == 2, json.dumps(results, indent=1)[:3000]
+    points = graded_points("example")
+    assert results["score"] == sum(points.values()) - points["test_softmax"], json.dumps(results, indent=1)[:3000]
     tests = {t["name"]: t for t in results["tests"]}
-    assert set(tests) == {"test_softmax", "test_top_k_accuracy"}
-    assert tests["test_softmax"]["score"] == 0 and tests["test_softmax"]["max_score"] == 2
-    assert tests["test_top_k_accuracy"]["score"] == 2 and tests["test_top_k_accuracy"]["status"] == "passed"
+    assert set(tests) == set(points)
+    assert tests["test_softmax"]["score"] == 0 and tests["test_softmax"]["max_score"] == points["test_softmax"]
+    for gid in points.keys() - {"test_softmax"}:
+        assert tests[gid]["score"] == tests[gid]["max_score"] == points[gid] and tests[gid]["status"] == "passed", gid
     assert all(t["visibility"] == "after_published" for t in results["tests"])
     assert "differ from the reference" in tests["test_softmax"]["output"]  # the visible check's own message
     assert "autograder" not in json.dumps(results["tests"]) and "HIDDEN" not in json.dumps(results)

@@ -44,7 +44,17 @@ from autograder.execution import sandbox
 from autograder.execution.isolation import GiB
 from autograder.execution.limits import Limits
 from autograder.releasing.course import generate_assignment, make_course_dir
-from tests.corpus.leftovers import LEFTOVERS, MARKER, READER, RESOURCE_ATTACKS, Leftover, Target, leftover_notebook
+from tests.corpus.leftovers import (
+    LEFTOVERS,
+    MARKER,
+    POINTS,
+    READER,
+    RESOURCE_ATTACKS,
+    Leftover,
+    Target,
+    leftover_notebook,
+)
+from tests.nbutil import max_score
 
 pytestmark = pytest.mark.notebook
 
@@ -253,7 +263,7 @@ def test_each_leftover_attack_gets_exactly_its_honest_score(leftovers: Batch, at
 def test_honest_students_beside_the_leftovers_keep_full_marks(leftovers: Batch) -> None:
     for student in (VICTIM, "late-honest"):
         result = leftovers.result(student)
-        assert result.score == result.max_score == 4, (student, explain(result))
+        assert result.score == result.max_score == max_score("example"), (student, explain(result))
 
 
 def test_the_resumed_run_keeps_every_score_and_grades_only_the_new_students(leftovers: Batch) -> None:
@@ -278,7 +288,7 @@ def test_the_test_cells_of_class_1_attacks_score_nothing_whatever_their_outcome(
     nb = nbformat.read(named.files["autograded"], as_version=4)
     outcomes = [c.metadata["autograder"]["outcome"] for c in nb.cells
                 if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"]
-    assert outcomes == ["error", "error"] and named.timings.get("restarts") == 0, (outcomes, named.timings)
+    assert outcomes == ["error"] * len(POINTS) and named.timings.get("restarts") == 0, (outcomes, named.timings)
 
 
 def test_nothing_outside_the_sandbox_changed(leftovers: Batch) -> None:
@@ -336,7 +346,7 @@ def test_each_resource_attack_gets_exactly_its_honest_score(resources: Batch, at
 
 def test_an_honest_student_beside_the_resource_attacks_keeps_full_marks(resources: Batch) -> None:
     result = resources.result(VICTIM)
-    assert result.score == result.max_score == 4, explain(result)
+    assert result.score == result.max_score == max_score("example"), explain(result)
 
 
 def test_no_bomb_process_outlives_the_batch(resources: Batch) -> None:
@@ -384,7 +394,7 @@ def test_huge_outputs_leave_small_files(resources: Batch, student: str) -> None:
 
 def test_hostile_judge_frames_fail_fast(resources: Batch) -> None:
     result = resources.result("hostile-judge-frames")
-    assert [t.status for t in result.tests] == ["failed", "failed"], explain(result)
+    assert [t.status for t in result.tests] == ["failed"] * len(POINTS), explain(result)
     assert all("malformed or oversized" in t.reason for t in result.tests), explain(result)
     assert result.timings.get("judge", 0.0) < 10.0, result.timings
 

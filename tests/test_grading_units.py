@@ -19,6 +19,7 @@ from autograder.execution.isolation import MemoryWatchdog, exit_description, par
 from autograder.execution.redact import hidden_lines, scrub_traceback, strip_hidden_tests
 from autograder.execution.tampering import inspect_cells, notebook_problem, restore_metadata
 from autograder.releasing.metadata_check import MetadataError, check_source, problems
+from tests.nbutil import graded_points, max_score
 
 KNOWN = {"example": {"test_softmax", "test_top_k_accuracy"},
          "network_visualization": {"test_compute_saliency_maps"}}
@@ -210,7 +211,8 @@ def test_inspect_cells_reports_deleted_edited_points_and_flags(example_notebooks
     assert kinds == {("test_top_k_accuracy", "deleted"), ("test_softmax", "edited"), ("test_softmax", "points"),
                      ("test_softmax", "metadata")}
     restore_metadata(nb, release)
-    assert test.metadata["nbgrader"]["points"] == 2 and test.metadata["nbgrader"]["grade"] is True
+    assert test.metadata["nbgrader"]["points"] == graded_points("example")["test_softmax"]
+    assert test.metadata["nbgrader"]["grade"] is True
 
 
 def test_notebook_problem_rejects_what_cannot_be_graded(example_notebooks: tuple) -> None:
@@ -298,7 +300,9 @@ def test_rejected_submissions_merge_as_zero_even_with_an_unreadable_time_stamp(t
         assert gb.find_submission("example", "ivy").score == 0
         assert str(gb.find_submission("example", "jo").timestamp) == "2024-03-01 10:00:00"
     rows = export_grades(url, tmp_path / "grades.csv").read_text().splitlines()
-    assert rows[1:] == ["example,,,ivy,,,,0.0,0.0,0.0,4.0", "example,,2024-03-01 10:00:00,jo,,,,0.0,0.0,0.0,4.0"]
+    full = float(max_score("example"))
+    assert rows[1:] == [f"example,,,ivy,,,,0.0,0.0,0.0,{full}",
+                        f"example,,2024-03-01 10:00:00,jo,,,,0.0,0.0,0.0,{full}"]
 
 
 def test_demo_breaks_the_building_blocks_that_other_answers_call_most() -> None:

@@ -64,6 +64,47 @@ def test_references_command_reports_new_unchanged_and_changed(monkeypatch, tmp_p
     assert "example: CHANGED" in out and "softmax[0]" in out
 
 
+def test_references_command_reports_an_added_function_as_added_and_check_passes(monkeypatch, tmp_path,
+                                                                                 capsys) -> None:
+    """A TA adds a spec and regenerates: its cases are *added*, nothing stored has moved, ``--check`` exits 0.
+
+    The stored file of an assignment before a function was added is the regenerated one without that function's
+    cases; the function's spec and answer cell are already in place.
+    """
+    import torch
+
+    from autograder import __main__ as cli
+    from autograder.judging import references
+    from autograder.judging.spec import load_specs
+
+    monkeypatch.setattr(references, "REFERENCE_DIR", tmp_path)
+    assert cli.main(["references", "example"]) == 0
+    capsys.readouterr()
+    full = torch.load(tmp_path / "example.pt", weights_only=True)
+    newest = [name for name in load_specs("example") if name in full["cases"]][-1]  # the last one a TA added
+    before = {**full, "cases": {k: v for k, v in full["cases"].items() if k != newest}}
+    torch.save(before, tmp_path / "example.pt")
+
+    assert cli.main(["references", "example", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert f"example: added {newest} ({len(full['cases'][newest])} cases); the other cases unchanged" in out, out
+    assert "CHANGED" not in out, out
+    assert torch.load(tmp_path / "example.pt", weights_only=True)["cases"].keys() == full["cases"].keys()
+    assert cli.main(["references", "example", "--check"]) == 0  # and the next check finds nothing either
+    assert "example: unchanged (within tolerance)" in capsys.readouterr().out
+
+    # An addition does not hide a change in the cases already stored, nor a function the specs no longer have.
+    moved = {**before, "cases": {**before["cases"], "ghost": [{"inputs": {}, "output": 0.0}]}}
+    other = next(name for name in before["cases"])
+    moved["cases"][other] = [dict(case) for case in before["cases"][other]]
+    moved["cases"][other][0]["output"] = moved["cases"][other][0]["output"] + 1e-3
+    torch.save(moved, tmp_path / "example.pt")
+    assert cli.main(["references", "example", "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "example: CHANGED" in out and f"{other}[0]" in out and "ghost: only in the stored references" in out
+    assert f"added: {newest} (" in out, out
+
+
 def test_the_in_process_judge_is_found_through_the_installed_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
     """cs_lib finds the grader's judge as a declared plugin (it never imports the layer above it); without
     an installed grader, a hidden block says what to do."""

@@ -211,9 +211,9 @@ def test_reference_file_records_versions_seed_and_the_provenance_of_every_case()
 
 
 def test_regenerating_the_references_reproduces_the_stored_file(tmp_path: Path) -> None:
-    path, changes = regenerate("style_transfer", tmp_path)
-    assert changes is None and path.parent == tmp_path
-    new = torch.load(path, map_location="cpu", weights_only=True)
+    written = regenerate("style_transfer", tmp_path)
+    assert written.new and written.path.parent == tmp_path
+    new = torch.load(written.path, map_location="cpu", weights_only=True)
     stored = load_reference("style_transfer")
     assert compare_cases(stored["cases"], new["cases"], grade.REFERENCE_RTOL, grade.REFERENCE_ATOL) == []
     # And norm-wise, per tensor, within the float32 tolerance (the element-wise atol above is loose

@@ -5,7 +5,8 @@ Each assignment's hidden-test module (:mod:`autograder.hidden_tests.<assignment>
 outputs on them become ``{function_name: [{"inputs": {...}, "output": ...}, ...]}``
 (:func:`spec_cases`). The cases are stored in ``autograder/references/<assignment>.pt``
 together with the torch, torchvision and NumPy versions and the seed (:data:`META_KEYS`).
-``python -m autograder references`` regenerates them and reports which changed beyond the assignment's tolerance.
+``python -m autograder references`` regenerates them and reports which changed beyond the assignment's tolerance;
+a function whose cases the stored file lacks (a spec added since) is *added*, not changed (:class:`Regenerated`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import functools
 import importlib
 import platform
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -103,30 +105,44 @@ def compare_cases(old: dict[str, list], new: dict[str, list], rtol: float, atol:
     return problems
 
 
-def regenerate(assignment: str, directory: Path | None = None) -> tuple[Path, list[str] | None]:
+@dataclass(frozen=True)
+class Regenerated:
+    """What :func:`regenerate` wrote, against the file it replaced."""
+
+    path: Path
+    new: bool = False  # there was no stored file
+    #: functions whose cases the stored file did not hold (a spec added since), with their number of cases
+    added: dict[str, int] = field(default_factory=dict)
+    #: differences beyond the tolerance in the cases both files hold, and functions only the stored file has
+    changes: list[str] = field(default_factory=list)
+
+
+def regenerate(assignment: str, directory: Path | None = None) -> Regenerated:
     """Rebuild and write ``assignment``'s reference file.
 
     Returns:
-        The path written, and ``None`` if there was no stored file before, else the list of
-        differences beyond the assignment's ``REFERENCE_RTOL``/``REFERENCE_ATOL`` (empty:
-        unchanged).
+        The path written; whether there was no stored file before; the functions the stored file did
+        not have (added, not changed: a new spec's cases cannot have moved); and the differences
+        beyond the assignment's ``REFERENCE_RTOL``/``REFERENCE_ATOL`` in the others (empty: unchanged).
     """
     module = importlib.import_module(f"autograder.hidden_tests.{assignment}")
     path = reference_path(assignment, directory)
     new = build_reference(assignment)
-    changes = None
+    result = Regenerated(path, new=True)
     if path.exists():
         try:
             old = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a corrupt or incompatible file is replaced
-            changes = [f"the stored file could not be read ({type(exc).__name__}); replaced"]
+            result = Regenerated(path, changes=[f"the stored file could not be read ({type(exc).__name__}); replaced"])
         else:
-            changes = compare_cases(old["cases"], new["cases"], getattr(module, "REFERENCE_RTOL", 1e-7),
-                                    getattr(module, "REFERENCE_ATOL", 1e-10))
+            added = {name: len(cases) for name, cases in new["cases"].items() if name not in old["cases"]}
+            kept = {name: cases for name, cases in new["cases"].items() if name not in added}
+            result = Regenerated(path, added=added, changes=compare_cases(
+                old["cases"], kept, getattr(module, "REFERENCE_RTOL", 1e-7), getattr(module, "REFERENCE_ATOL", 1e-10)))
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(new, path)
     load_reference.cache_clear()
-    return path, changes
+    return result
 
 
 def _max_difference(a: Any, b: Any, rtol: float, atol: float) -> str:

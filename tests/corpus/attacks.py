@@ -1,7 +1,7 @@
 """Submissions that try to forge a grade from inside their kernel, each with its honest score.
 
 Every attack is code added to the first answer cell of the ``example`` release, where nothing is
-implemented (honest score 0 of 4), unless the attack says otherwise. ``tests/test_grading_attacks.py``
+implemented (honest score 0), unless the attack says otherwise. ``tests/test_grading_attacks.py``
 grades them in one batch beside an honest correct submission, which must keep full marks.
 """
 

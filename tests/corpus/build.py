@@ -6,7 +6,9 @@ source notebook (:func:`autograder.batch.samples.correct_submission`); one funct
 replaced by the attack. To keep the tests fast, every notebook drops the example's ungraded
 demo cell (students may delete unlocked cells; the graded cells are all there).
 
-``example`` has two graded functions, ``softmax`` and ``top_k_accuracy``, 2 points each.
+The attacks break ``softmax`` or ``top_k_accuracy`` by name; what every case earns is derived from the
+example's specs and test cells (:func:`tests.nbutil.graded_points`), so that a graded function added to
+``example`` is one more test that a case passes (or, where the whole file is rejected, does not run).
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ from pathlib import Path
 import nbformat
 
 from autograder.batch.samples import correct_submission, with_answer_body
+from tests.nbutil import graded_points
 
 ASSIGNMENT = "example"
 #: Memory limit the corpus is graded with; the allocation attack asks for 20 GiB.
 MEMORY_LIMIT = 2 * 1024**3
+#: ``{test grade_id: points}`` of the example's autograded tests, and what the correct answers earn.
+POINTS = graded_points(ASSIGNMENT)
+FULL = sum(POINTS.values())
 
 
 @dataclass(frozen=True)
@@ -31,37 +37,52 @@ class Case:
 
     student: str
     filename: str
-    score: float  # points the honest part earns (of 4)
+    score: float  # points the honest part earns (of FULL)
     statuses: dict[str, str]  # grade_id -> expected status
     reason: str = ""  # text expected in the per-test reasons ("a|b": either)
     tampering: str = ""  # text expected in the tampering column
 
 
-PASS2 = {"test_softmax": "passed", "test_top_k_accuracy": "passed"}
-TOPK_BROKEN = {"test_softmax": "passed", "test_top_k_accuracy": "error"}
-NOT_RUN = {"test_softmax": "not_run", "test_top_k_accuracy": "not_run"}
+def statuses(every: str, **broken: str) -> dict[str, str]:
+    """grade_id -> expected status: ``broken``'s for the tests of the functions it names, ``every`` for the rest."""
+    unknown = {f"test_{name}" for name in broken} - set(POINTS)
+    assert not unknown, f"{ASSIGNMENT} has no test {sorted(unknown)}"
+    return {gid: broken.get(gid.removeprefix("test_"), every) for gid in POINTS}
+
+
+def without(*functions: str) -> float:
+    """The score of a submission that loses exactly the tests of ``functions``."""
+    return FULL - sum(POINTS[f"test_{name}"] for name in functions)
+
+
+PASSED = statuses("passed")
+TOPK_BROKEN = statuses("passed", top_k_accuracy="error")
+SOFTMAX_WRONG = statuses("passed", softmax="failed")
+NOT_RUN = statuses("not_run")
 
 CASES = [
-    Case("correct", "correct_1001_2001_example.ipynb", 4, PASS2),
-    Case("infiniteloop", "infiniteloop_1002_2002_example.ipynb", 2, TOPK_BROKEN, reason="timed out"),
-    Case("osexit", "osexit_1003_2003_example.ipynb", 2, TOPK_BROKEN, reason="exited with code 1"),
-    Case("sysexit", "sysexit_1004_2004_example.ipynb", 2, TOPK_BROKEN, reason="SystemExit"),
-    Case("segfault", "segfault_1005_2005_example.ipynb", 2, TOPK_BROKEN, reason="SIGSEGV"),
+    Case("correct", "correct_1001_2001_example.ipynb", FULL, PASSED),
+    Case("infiniteloop", "infiniteloop_1002_2002_example.ipynb", without("top_k_accuracy"), TOPK_BROKEN,
+         reason="timed out"),
+    Case("osexit", "osexit_1003_2003_example.ipynb", without("top_k_accuracy"), TOPK_BROKEN,
+         reason="exited with code 1"),
+    Case("sysexit", "sysexit_1004_2004_example.ipynb", without("top_k_accuracy"), TOPK_BROKEN, reason="SystemExit"),
+    Case("segfault", "segfault_1005_2005_example.ipynb", without("top_k_accuracy"), TOPK_BROKEN, reason="SIGSEGV"),
     # Where the OS refuses to overcommit 20 GiB, Python raises MemoryError before the grader's limit.
-    Case("bigalloc", "bigalloc_1006_2006_example.ipynb", 2, TOPK_BROKEN, reason="memory limit exceeded|MemoryError"),
-    Case("printflood", "printflood_1007_2007_example.ipynb", 4, PASS2),
-    Case("warns", "warns_1008_2008_example.ipynb", 4, PASS2),
-    Case("deletedtest", "deletedtest_1009_2009_example.ipynb", 4, PASS2, tampering="was deleted"),
-    Case("editedtest", "editedtest_1010_2010_example.ipynb", 2,
-         {"test_softmax": "failed", "test_top_k_accuracy": "passed"}, tampering="was edited"),
-    Case("points", "points_1011_2011_example.ipynb", 4, PASS2, tampering="points of 'test_softmax' changed"),
+    Case("bigalloc", "bigalloc_1006_2006_example.ipynb", without("top_k_accuracy"), TOPK_BROKEN,
+         reason="memory limit exceeded|MemoryError"),
+    Case("printflood", "printflood_1007_2007_example.ipynb", FULL, PASSED),
+    Case("warns", "warns_1008_2008_example.ipynb", FULL, PASSED),
+    Case("deletedtest", "deletedtest_1009_2009_example.ipynb", FULL, PASSED, tampering="was deleted"),
+    Case("editedtest", "editedtest_1010_2010_example.ipynb", without("softmax"), SOFTMAX_WRONG,
+         tampering="was edited"),
+    Case("points", "points_1011_2011_example.ipynb", FULL, PASSED, tampering="points of 'test_softmax' changed"),
     Case("notjson", "notjson_1012_2012_example.ipynb", 0, NOT_RUN, reason="not valid JSON"),
     Case("empty", "empty_1013_2013_example.ipynb", 0, NOT_RUN, reason="empty"),
     Case("wrongassignment", "wrongassignment_1014_2014_example.ipynb", 0, NOT_RUN, reason="not assignment"),
-    Case("José García", "José García_1015_2015_example.ipynb", 4, PASS2),
+    Case("José García", "José García_1015_2015_example.ipynb", FULL, PASSED),
     # Two submissions of one student: the newer (by the time in the name) has a wrong softmax.
-    Case("twice", "twice_1016_2016_example_2024-03-02T09-00-00.ipynb", 2,
-         {"test_softmax": "failed", "test_top_k_accuracy": "passed"}),
+    Case("twice", "twice_1016_2016_example_2024-03-02T09-00-00.ipynb", without("softmax"), SOFTMAX_WRONG),
 ]
 #: The older submission of ``twice``, which must be superseded.
 OLDER_TWICE = "twice_1016_2016_example_2024-03-01T09-00-00.ipynb"

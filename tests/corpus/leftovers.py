@@ -7,12 +7,12 @@ the kernel's privileges and resources (class 3), and files planted for a later k
 classes are those of issue 15 and of the threat-model table in ``autograder/README.md``.
 
 Each :class:`Leftover` is code appended to the first answer cell of the ``example`` release (nothing
-implemented: honest score 0 of 4) or, with ``correct=True``, of the correct submission (honest score 4 of
-4: the attack must not cost the student points it earned, nor earn any). Attacks that find what they
-look for (a privilege, a leaked path, a file planted by another student) turn ``softmax`` into the
-identity, so that a hole shows up as a score of 2 instead of 4. Paths the attacks aim at (a canary file
-outside the sandbox, the checkout, the output folder, other students' files) are put in by
-:func:`leftover_notebook` from a :class:`Target`: an attacker who guesses them right.
+implemented: honest score 0) or, with ``correct=True``, of the correct submission (honest score
+:data:`FULL`, every autograded point: the attack must not cost the student points it earned, nor earn any).
+Attacks that find what they look for (a privilege, a leaked path, a file planted by another student) turn
+``softmax`` into the identity, so that a hole shows up as ``softmax``'s points lost. Paths the attacks aim
+at (a canary file outside the sandbox, the checkout, the output folder, other students' files) are put in
+by :func:`leftover_notebook` from a :class:`Target`: an attacker who guesses them right.
 ``tests/test_grading_hardening.py`` grades them in real batches beside honest students.
 """
 
@@ -24,8 +24,14 @@ from dataclasses import dataclass, field
 
 import nbformat
 
+from tests.nbutil import graded_points
+
 #: The string every planted or forged file holds, so that a leak is recognised wherever it lands.
 MARKER = "DLCV_PLANTED"
+ASSIGNMENT = "example"
+#: ``{test grade_id: points}`` of the example's autograded tests, and what its correct answers earn.
+POINTS = graded_points(ASSIGNMENT)
+FULL = sum(POINTS.values())
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,7 @@ class Leftover:
     what: str  # one line for the README's table
     code: str  # appended to the first answer cell; ``@NAME@`` is replaced by the Target's field
     honest_score: float = 0.0
-    correct: bool = False  # start from the correct submission (honest score 4) instead of the release
+    correct: bool = False  # start from the correct submission (honest score FULL) instead of the release
     test_cell_metadata: dict = field(default_factory=dict)  # forged into every test cell, which is emptied
 
 
@@ -72,7 +78,7 @@ def _runtime_folder():
         return None
 """
 
-#: Makes ``softmax`` wrong when ``_found`` is not empty: a hole becomes a score of 2 instead of 4.
+#: Makes ``softmax`` wrong when ``_found`` is not empty: a hole costs ``softmax``'s points.
 SABOTAGE = """
 print("found:", _found)
 if _found:
@@ -230,7 +236,7 @@ try:
     os.symlink('@canary_file@', _cf)
 except Exception:
     pass
-""", honest_score=4.0, correct=True),
+""", honest_score=FULL, correct=True),
     Leftover("fifos-sockets-devices", 2,
              "FIFOs named `example.ipynb`, `timestamp.txt`, `.ipynb_checkpoints`, a listening Unix socket "
              "named `example.html`, device nodes (`mknod`) in every writable folder",
@@ -255,7 +261,7 @@ for _place in filter(None, [os.getcwd(), '/tmp', '/dev/shm', _runtime_folder()])
             os.mknod(os.path.join(_place, _name), stat.S_IFCHR | 0o666, os.makedev(*_dev))
         except OSError:
             pass
-""", honest_score=4.0, correct=True),
+""", honest_score=FULL, correct=True),
     Leftover("environment-scan", 2,
              "looks for the checkout, output folder, gradebook and submissions folder in `os.environ`, the cwd, "
              "`sys.argv`, `sys.path`, the connection file, open descriptors and every `/proc/<pid>` it can see",
@@ -299,7 +305,7 @@ for _pid in [p for p in os.listdir('/proc') if p.isdigit() or p == 'self']:
                 pass
     except OSError:
         pass
-""" + SABOTAGE, honest_score=4.0, correct=True),
+""" + SABOTAGE, honest_score=FULL, correct=True),
     Leftover("mount-table-scan", 2,
              "looks for the checkout, output folder and gradebook in `/proc/self/mountinfo` and `/proc/mounts` "
              "(a bind mount's source shows there)",
@@ -315,7 +321,7 @@ for _p in ('/proc/self/mountinfo', '/proc/self/mounts', '/proc/mounts', '/proc/1
         for _s in _secrets:
             if _s in _line:
                 _found.setdefault(_p, _line)
-""" + SABOTAGE, honest_score=4.0, correct=True),
+""" + SABOTAGE, honest_score=FULL, correct=True),
     Leftover("installed-package-paths", 2,
              "looks for the checkout, output folder and gradebook in the Python environment's files it can read: "
              "`.pth` files, editable-install finders, `direct_url.json`, `sys.modules` paths",
@@ -343,18 +349,18 @@ for _name, _module in list(sys.modules.items()):
     for _s in _secrets:
         if _s in _where:
             _found.setdefault('module ' + _name, _s)
-""" + SABOTAGE, honest_score=4.0, correct=True),
+""" + SABOTAGE, honest_score=FULL, correct=True),
     Leftover("forged-notebook-in-working-folder", 2,
              "writes a graded-looking `example.ipynb` (test cells with `execute_result` 2.0 and "
              "`metadata.autograder` passed), `example.html` and `timestamp.txt` wherever it can",
              RUNTIME + """
 import os, json
 _cells = []
-for _gid in ('test_softmax', 'test_top_k_accuracy'):
+for _gid, _points in @POINTS@.items():
     _cells.append({'cell_type': 'code', 'execution_count': 1, 'source': '', 'outputs': [
-        {'output_type': 'execute_result', 'execution_count': 1, 'data': {'text/plain': '2.0'}, 'metadata': {}}],
-        'metadata': {'nbgrader': {'grade': True, 'grade_id': _gid, 'locked': True, 'points': 2, 'solution': False,
-                                  'schema_version': 3, 'task': False},
+        {'output_type': 'execute_result', 'execution_count': 1, 'data': {'text/plain': str(_points)}, 'metadata': {}}],
+        'metadata': {'nbgrader': {'grade': True, 'grade_id': _gid, 'locked': True, 'points': _points,
+                                  'solution': False, 'schema_version': 3, 'task': False},
                      'autograder': {'outcome': 'ok', 'verdict': {'grade_id': _gid, 'passed': True, 'message': 'ok'}}}})
 _nb = json.dumps({'cells': _cells, 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5, 'DLCV_PLANTED': 1})
 for _place in filter(None, [os.getcwd(), os.path.dirname(os.getcwd()), os.path.expanduser('~'), '/tmp',
@@ -366,7 +372,7 @@ for _place in filter(None, [os.getcwd(), os.path.dirname(os.getcwd()), os.path.e
                 _f.write(_text)
         except OSError:
             pass
-"""),
+""".replace("@POINTS@", repr(POINTS))),
     # ---- 3. the kernel is an unprivileged process with bounded resources ----------------------------------
     Leftover("privilege-probe", 3,
              "looks for root (uid 0, `setuid(0)`, capabilities, no `no_new_privs`), `sethostname`, `mount`, "
@@ -422,7 +428,7 @@ for _d in ('/tmp', '/dev/shm', os.getcwd()):
     _v = os.statvfs(_d)
     if _v.f_blocks * _v.f_frsize > @memory@:
         _found.append(f'{_d} holds {_v.f_blocks * _v.f_frsize} bytes, more than the memory limit')
-""" + SABOTAGE, honest_score=4.0, correct=True),
+""" + SABOTAGE, honest_score=FULL, correct=True),
     # ---- 5. one student never changes another's score -------------------------------------------------------
     Leftover("planter", 5,
              "plants `sitecustomize.py`, `usercustomize.py`, a `.pth`, `matplotlibrc`, an IPython startup file, "
@@ -444,7 +450,7 @@ for _d in _places:
         except OSError:
             pass
 print('planted', len(_planted), 'files:', _planted)
-""", honest_score=4.0, correct=True),
+""", honest_score=FULL, correct=True),
     Leftover("judge-socket-thief", 5,
              "a thread that every 50 ms connects to every Unix socket it can find (`/proc/net/unix`, `*.sock` and "
              "`judge*` under `/tmp`, `/run`, `/home`, `/dev/shm`) and sends garbage, to claim another student's judge "
@@ -527,7 +533,7 @@ for _d in _places:
                 _found.append(_p)
         except OSError:
             pass
-""" + SABOTAGE, honest_score=4.0, correct=True)
+""" + SABOTAGE, honest_score=FULL, correct=True)
 
 #: Graded in their own batch, with a small memory limit: they attack the machine's resources.
 RESOURCE_ATTACKS: tuple[Leftover, ...] = (
@@ -609,7 +615,7 @@ def _flood(*_):
         sys.stderr.write('z' * 1_000_000)
 _ip.events.register('post_run_cell', _flood)
 raise ValueError('e' * 40_000_000)
-""", honest_score=4.0, correct=True),
+""", honest_score=FULL, correct=True),
     Leftover("display-updates-and-widgets", 3,
              "after defining correct answers: a small output with a `display_id`, then 20 MB `update_display_data` "
              "messages and a 40 MB `display_data` with the same `display_id`, and 20 widget `comm_open` messages "
@@ -630,7 +636,7 @@ try:
             'buffer_paths': []})
 except Exception as _e:
     print('no comm:', _e)
-""", honest_score=4.0, correct=True),
+""", honest_score=FULL, correct=True),
     Leftover("hostile-judge-frames", 3,
              "correct answers, but every reply to the judge is a raw frame: a million values, 100,000 tensors, "
              "a tensor of 2^40 elements, a list nested 100,000 deep; the client is patched through names computed at "
