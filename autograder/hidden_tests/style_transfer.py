@@ -24,7 +24,10 @@ Tolerances
 Float comparisons are norm-wise: ``max|got - expected| <= rtol * max|expected|``, so that entries
 near zero (which carry only absolute accuracy) do not fail a correct answer.
 
-- float64 inputs: ``rtol = 1e-10`` (round-off of float64 sums of at most 10^4 terms is ~1e-12).
+- float64 inputs: :data:`FLOAT64_RTOL` = 1e-5, so that a loss computed in float32 passes (the notebook asks
+  for the input's dtype, not float64 accuracy): float32 arithmetic on the float64 inputs, sums of at most
+  10^4 terms, is off by a small multiple of sqrt(10^4) * u = 6e-6, and by at most 2.9e-7 over 200 draws
+  (float64 round-off is ~1e-12); the wrong answers differ by far more (they are named within 1e-4).
 - float32 inputs: :data:`FLOAT32_RTOL` = 1e-4. float32's unit roundoff is u = 2^-24 = 6.0e-8. A
   loss is a chain of sums: up to nine SqueezeNet convolutions of at most 576 terms each (the 3x3
   "expand" of a Fire module with 64 squeeze channels), a Gram matrix summing H*W <= 345 products,
@@ -81,7 +84,7 @@ DEMO_WRONG_SAMPLE = "content_loss"
 DEMO_CRASH_SAMPLE = "gram_matrix"
 #: float32 tolerance (module docstring); float64 comparisons use FLOAT64_RTOL.
 FLOAT32_RTOL = 1e-4
-FLOAT64_RTOL = 1e-10
+FLOAT64_RTOL = 1e-5
 #: ``python -m autograder references`` compares regenerated cases element-wise (``torch.allclose``):
 #: rtol is the float32 bound; atol covers float32 values near zero, which were summed from terms as
 #: large as the stored SqueezeNet features (|f| <= 22): 1e-3 is 77 times the largest absolute
@@ -734,7 +737,8 @@ LOOP_WRONG = (
 # Specs
 # ----------------------------------------------------------------------------------------------
 
-_LOSS_TOLERANCE = "norm-wise: float64 1e-10 (round-off ~1e-12), float32 1e-4 (491 u = 2.9e-5, module docstring)"
+_LOSS_TOLERANCE = ("norm-wise: float64 inputs 1e-5 (float32 arithmetic on them: <= 2.9e-7), float32 1e-4 (491 u = "
+                   "2.9e-5, module docstring)")
 
 SPECS = (
     GradedFunction(name="content_loss", fresh=_content_fresh, test=_loss_test, rtol=FLOAT32_RTOL, atol=0.0,
@@ -747,6 +751,11 @@ SPECS = (
                    tolerance=_LOSS_TOLERANCE, wrong_answers=TV_WRONG),
     GradedFunction(name="style_transfer", test=_loop_test, rtol=LOOP_LOSS_RTOL, atol=LOOP_IMAGE_ATOL,
                    tolerance="float64 loop: losses to 1e-8 relative, image to 1e-6 (module docstring)",
+                   float64_required="Adam's first steps move each pixel by about the learning rate times the sign "
+                                    "of its gradient, so in float32 round-off near a zero gradient flips pixels and "
+                                    "the run drifts away from the reference (losses by up to 1e-3), while the grader "
+                                    "runs the loop in float64 and compares the losses to 1e-8: compute in the "
+                                    "model's dtype and create new tensors with dtype=content_img.dtype.",
                    wrong_answers=LOOP_WRONG, forgeable=("the returned image is detached",)),
 )
 

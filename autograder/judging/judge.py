@@ -204,18 +204,26 @@ def _run_spec(assignment: str, spec: GradedFunction, student: RemoteFunction) ->
                  fresh_generator())
     except Failure as exc:
         matched = next((w.name for w in spec.wrong_answers if exc.hint and w.hint == exc.hint), "")
-        return Verdict(spec.grade_id, False, str(exc), wrong_answer=matched, hint=exc.hint)
+        return Verdict(spec.grade_id, False, _float64_note(spec, str(exc), exc.hint), wrong_answer=matched,
+                       hint=exc.hint)
     except ChannelError as exc:
         return Verdict(spec.grade_id, False, f"{spec.name}: {exc}")
     except NotImplementedError:
         return Verdict(spec.grade_id, False, f"{spec.name} is not implemented yet (it raised NotImplementedError).")
     except AssertionError as exc:
-        return Verdict(spec.grade_id, False, str(exc) or f"{spec.name}: a hidden test failed.")
+        return Verdict(spec.grade_id, False, _float64_note(spec, str(exc) or f"{spec.name}: a hidden test failed."))
     except Exception as exc:  # noqa: BLE001 - whatever went wrong, the verdict is a clear failure
         return Verdict(spec.grade_id, False, f"{spec.name} raised {type(exc).__name__}: {exc}")
     finally:
         torch.set_num_threads(before)
     return Verdict(spec.grade_id, True, f"{spec.name}: hidden tests passed")
+
+
+def _float64_note(spec: GradedFunction, message: str, hint: str = "") -> str:
+    """``message`` with the spec's reason for float64 added, when it has one and the failure names no mistake."""
+    if not spec.float64_required or hint or "is not implemented yet" in message:
+        return message
+    return f"{message} Note: {spec.name} must compute in float64: {spec.float64_required}"
 
 
 def warm_up(assignments: Iterable[str]) -> None:

@@ -76,7 +76,12 @@ class GradedFunction:
         cases: ``(g) -> [Call]`` on a generator seeded with ``REFERENCE_SEED``: the stored cases
             (inputs and the reference's outputs are written by ``python -m autograder references``).
         fresh: ``(g) -> [Call]`` on a generator seeded from the OS at grading time.
-        rtol, atol: tolerances of the comparison with the reference; ``tolerance`` says why.
+        rtol, atol: tolerances of the comparison with the reference; ``tolerance`` says why. Where the
+            notebook does not ask for float64, they admit a correct implementation that computes in float32
+            (``tests/test_float32_specs.py``).
+        float64_required: why the function must compute in float64, in one sentence a student understands
+            ("" when float32 is fine). The notebook's text and visible check say so too, and the judge adds
+            the sentence to a failure that names no wrong answer.
         wrong_answers: mistakes the judge diagnoses by name (the first is the demo's wrong sample).
         checks: extra property checks ``(student, ref, g) -> None``.
         normalize: ``(output) -> output`` applied to both outputs before comparing (e.g. sort a set).
@@ -98,6 +103,7 @@ class GradedFunction:
     rtol: float = 1e-6
     atol: float = 1e-9
     tolerance: str = ""
+    float64_required: str = ""
     wrong_answers: tuple[WrongAnswer, ...] = ()
     checks: tuple[Check, ...] = ()
     normalize: Callable[[Any], Any] | None = None
