@@ -19,8 +19,9 @@ lint:
 release:
 	@py=$(PY) && $$py -m autograder release
 
+## references: regenerate the hidden tests' stored cases (A=<assignment> for one; CHECK=1 only compares)
 references:
-	@py=$(PY) && $$py -m autograder references
+	@py=$(PY) && $$py -m autograder references $(A) $(if $(CHECK),--check)
 
 venv:
 	@bash .ci/venv.sh

@@ -35,7 +35,7 @@ def cmd_references(args: argparse.Namespace) -> int:
     names = args.assignments or [a for a in assignments() if _has_grade_module(a)]
     changed = 0
     for name in names:
-        result = regenerate(name)
+        result = regenerate(name, write=not args.check)
         added = ", ".join(f"{f} ({n} cases)" for f, n in result.added.items())
         if result.new:
             print(f"{name}: new reference file {result.path}")
@@ -196,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Regenerate autograder/references/<assignment>.pt and say which changed.")
     p.add_argument("assignments", nargs="*", help="assignments (default: all with hidden tests)")
     p.add_argument("--check", action="store_true",
-                   help="exit 1 if a stored reference changed beyond tolerance (an added function is no change)")
+                   help="only compare, write nothing; exit 1 if a stored reference changed beyond tolerance (an "
+                        "added function is no change)")
     p.set_defaults(func=cmd_references)
 
     p = sub.add_parser("release", help="build the student release and bundle", formatter_class=fmt,

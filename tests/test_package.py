@@ -85,13 +85,20 @@ def test_references_command_reports_an_added_function_as_added_and_check_passes(
     before = {**full, "cases": {k: v for k, v in full["cases"].items() if k != newest}}
     torch.save(before, tmp_path / "example.pt")
 
+    stored = (tmp_path / "example.pt").read_bytes()
     assert cli.main(["references", "example", "--check"]) == 0
     out = capsys.readouterr().out
     assert f"example: added {newest} ({len(full['cases'][newest])} cases); the other cases unchanged" in out, out
     assert "CHANGED" not in out, out
+    assert (tmp_path / "example.pt").read_bytes() == stored  # --check compares and writes nothing
+    assert cli.main(["references", "example"]) == 0  # the TA regenerates: the addition is written
+    assert f"example: added {newest}" in capsys.readouterr().out
     assert torch.load(tmp_path / "example.pt", weights_only=True)["cases"].keys() == full["cases"].keys()
+    written = (tmp_path / "example.pt").read_bytes()
     assert cli.main(["references", "example", "--check"]) == 0  # and the next check finds nothing either
     assert "example: unchanged (within tolerance)" in capsys.readouterr().out
+    assert cli.main(["references", "example"]) == 0  # unchanged within tolerance: the file keeps its bytes
+    assert (tmp_path / "example.pt").read_bytes() == written
 
     # An addition does not hide a change in the cases already stored, nor a function the specs no longer have.
     moved = {**before, "cases": {**before["cases"], "ghost": [{"inputs": {}, "output": 0.0}]}}

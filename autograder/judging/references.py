@@ -117,8 +117,11 @@ class Regenerated:
     changes: list[str] = field(default_factory=list)
 
 
-def regenerate(assignment: str, directory: Path | None = None) -> Regenerated:
-    """Rebuild and write ``assignment``'s reference file.
+def regenerate(assignment: str, directory: Path | None = None, write: bool = True) -> Regenerated:
+    """Rebuild ``assignment``'s reference file; write it when it is new, has added functions or changed.
+
+    A file unchanged within tolerance keeps its bytes (no churn in the checkout); ``write=False`` (``references
+    --check``) only compares and writes nothing.
 
     Returns:
         The path written; whether there was no stored file before; the functions the stored file did
@@ -139,9 +142,10 @@ def regenerate(assignment: str, directory: Path | None = None) -> Regenerated:
             kept = {name: cases for name, cases in new["cases"].items() if name not in added}
             result = Regenerated(path, added=added, changes=compare_cases(
                 old["cases"], kept, getattr(module, "REFERENCE_RTOL", 1e-7), getattr(module, "REFERENCE_ATOL", 1e-10)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(new, path)
-    load_reference.cache_clear()
+    if write and (result.new or result.added or result.changes):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(new, path)
+        load_reference.cache_clear()
     return result
 
 
