@@ -19,9 +19,11 @@ lint:
 release:
 	@py=$(PY) && $$py -m autograder release
 
-## references: regenerate the hidden tests' stored cases (A=<assignment> for one; CHECK=1 only compares)
+## references: regenerate the hidden tests' stored cases (A=<assignment> for one; CHECK=1 only compares),
+## then what is generated from the specs: autograder/README.md's policy table, each notebook's rules
+## paragraph and cs_lib/policies.py (python -m autograder.judging.policy)
 references:
-	@py=$(PY) && $$py -m autograder references $(A) $(if $(CHECK),--check)
+	@py=$(PY) && $$py -m autograder references $(A) $(if $(CHECK),--check,&& $$py -m autograder.judging.policy)
 
 venv:
 	@bash .ci/venv.sh
