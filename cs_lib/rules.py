@@ -87,13 +87,20 @@ def _parse_cells(cells: Iterable[tuple[str, str]]) -> list[_Cell]:
     cell that does not parse is left out (it defines nothing that could run)."""
     parsed = []
     for label, source in cells:
-        lines = [("pass  # " + line) if line.lstrip().startswith(("%", "!")) else line
-                 for line in str(source).splitlines()]
-        try:
-            parsed.append(_Cell(label, ast.parse("\n".join(lines))))
-        except SyntaxError:
-            continue
+        tree = _parse(str(source))
+        if tree is not None:
+            parsed.append(_Cell(label, tree))
     return parsed
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse(source: str) -> ast.Module | None:
+    """The cell's syntax tree (cached: a kernel's checks parse the same cells again; trees are never changed)."""
+    lines = [("pass  # " + line) if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()]
+    try:
+        return ast.parse("\n".join(lines))
+    except SyntaxError:
+        return None
 
 
 def _constant_string(node: ast.AST) -> str | None:
@@ -276,13 +283,17 @@ def _body_names(fn: ast.AST, module_scope: _Scope) -> list[tuple[set[str], str |
 
 
 def source_findings(cells: Iterable[tuple[str, str]], policies: dict[str, tuple[tuple[str, ...], bool]],
-                    bindings: dict[str, str] | None = None) -> dict[str, list[Finding]]:
+                    bindings: dict[str, str] | None = None, tampering: bool = True,
+                    only: str | None = None) -> dict[str, list[Finding]]:
     """Findings per graded function, from the source of a notebook's code cells (never run here).
 
     Args:
         cells: ``(label, source)`` of every code cell in order (a later definition replaces an earlier one).
         policies: ``{graded function: (forbidden dotted names, loops allowed)}``.
         bindings: module-level names known from elsewhere (a live kernel's globals: ``{"ops": "torchvision.ops"}``).
+        tampering: also look for references to the grader's client and the profiling hooks (the grader does;
+            the student's own check of one function's rule does not need to).
+        only: the one function to report on (the others still count as graded: calling them is allowed).
 
     Returns:
         ``{function: [Finding, ...]}`` for the functions with findings (the first one is the message).
@@ -294,7 +305,7 @@ def source_findings(cells: Iterable[tuple[str, str]], policies: dict[str, tuple[
             scope.bind(name, {dotted})
     graded = set(policies)
     tampering_anywhere: list[Finding] = []
-    for cell in cells:
+    for cell in cells if tampering else []:
         for names, _plain, line in _body_names(cell.tree, scope):
             for name in names:
                 hit = matches(name, TAMPERING)
@@ -302,6 +313,8 @@ def source_findings(cells: Iterable[tuple[str, str]], policies: dict[str, tuple[
                     tampering_anywhere.append(Finding("", f"the notebook uses {name}", cell.label, line, True))
     result: dict[str, list[Finding]] = {}
     for function, (forbidden, loops_allowed) in policies.items():
+        if only is not None and function != only:
+            continue
         # the record matters only where something is watched
         findings = [Finding(function, f.what, f.cell, f.line, True) for f in tampering_anywhere[:1] if forbidden]
         seen: set[str] = set()
@@ -431,7 +444,7 @@ def function_findings(fn: Callable[..., Any], policies: dict[str, tuple[tuple[st
     forbidden, loops_allowed = policies[name]
     watched = {**policies, name: (tuple(runtime_prefixes(forbidden)), loops_allowed)}
     cells = _kernel_cells(namespace, fn, name)
-    findings = source_findings(cells, watched, _live_bindings(namespace)).get(name, [])
+    findings = source_findings(cells, watched, _live_bindings(namespace), tampering=False, only=name).get(name, [])
     if not findings and not loops_allowed and not any(_defines(source, name) for _, source in cells):
         findings = [Finding(name, f"uses {loop}", "its compiled code") for loop in python_loops(fn)]
     return findings
