@@ -5,7 +5,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 key=$(cat "$root/requirements.txt" | sha256sum | cut -c1-16)
-cache=${CS_KIT_VENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cs-kit}
+cache=${DLCV_VENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cs-kit}
 venv="$cache/venv-$key"
 py=${PYTHON:-python3}
 if [ ! -f "$venv/.complete" ]; then

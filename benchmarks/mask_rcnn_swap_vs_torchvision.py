@@ -29,7 +29,7 @@ import torch
 import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("CS_KIT_GRADING", "1")   # no progress bar, and a random-init stand-in without the weights
+os.environ.setdefault("DLCV_GRADING", "1")   # no progress bar, and a random-init stand-in without the weights
 
 from autograder.judging.solutions import load_solutions  # noqa: E402
 from benchmarks.timing import interleaved_median_times  # noqa: E402

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("CS_KIT_GRADING", "1")  # no progress bars in the timed loops
+os.environ.setdefault("DLCV_GRADING", "1")  # no progress bars in the timed loops
 
 from autograder.judging.solutions import load_solutions  # noqa: E402
 from cs_lib.data import load_style_image  # noqa: E402

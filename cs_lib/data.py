@@ -12,7 +12,7 @@
 - :class:`PennFudanDataset`: the Penn-Fudan pedestrians (170 photos, instance masks), when the
   download script has fetched them (:func:`pennfudan_root`).
 
-Data files live in :func:`data_dir`: ``$CS_KIT_DATA`` if set, else the ``datasets/data``
+Data files live in :func:`data_dir`: ``$DLCV_DATA`` if set, else the ``datasets/data``
 folder next to ``cs_lib`` (a clone of the repo or a student bundle).
 """
 
@@ -66,7 +66,7 @@ class ImageSet(NamedTuple):
 
 def data_dir() -> Path:
     """The folder that holds downloaded data files (it may not exist yet)."""
-    env = os.environ.get("CS_KIT_DATA")
+    env = os.environ.get("DLCV_DATA")
     if env:
         return Path(env)
     sibling = Path(__file__).resolve().parent.parent / "datasets"

@@ -19,9 +19,9 @@ import torch
 
 T = TypeVar("T")
 
-#: Environment variables that switch grading mode on. ``CS_KIT_GRADING=1`` lets a
+#: Environment variables that switch grading mode on. ``DLCV_GRADING=1`` lets a
 #: student or a test try the grading-mode budgets without nbgrader.
-GRADING_ENV_VARS = ("NBGRADER_EXECUTION", "CS_KIT_GRADING")
+GRADING_ENV_VARS = ("NBGRADER_EXECUTION", "DLCV_GRADING")
 
 
 def get_device(prefer: str | None = None) -> torch.device:
@@ -29,12 +29,12 @@ def get_device(prefer: str | None = None) -> torch.device:
 
     Args:
         prefer: ``"cpu"`` or ``"cuda"`` to override; ``None`` picks automatically.
-            The environment variable ``CS_KIT_DEVICE`` overrides both.
+            The environment variable ``DLCV_DEVICE`` overrides both.
 
     Returns:
         A ``torch.device``.
     """
-    choice = os.environ.get("CS_KIT_DEVICE") or prefer
+    choice = os.environ.get("DLCV_DEVICE") or prefer
     if choice is not None:
         device = torch.device(choice)
         if device.type == "cuda" and not torch.cuda.is_available():

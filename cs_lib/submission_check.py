@@ -16,7 +16,7 @@ accidents itself (and puts the original test cells back), but a file that passes
 exactly as you ran it.
 
 **Visible checks** (not with ``--fast``). The notebook's code cells run in a fresh Python process,
-in the notebook's folder, in grading mode (``CS_KIT_GRADING=1``: the demos shrink as they do while
+in the notebook's folder, in grading mode (``DLCV_GRADING=1``: the demos shrink as they do while
 grading), without Jupyter; lines starting with ``!`` or ``%`` are skipped. Each test cell is
 reported as passed or failed with the first line of its error. The hidden tests are not in your
 notebook: passing the visible checks does not guarantee the points.
@@ -227,7 +227,7 @@ def run_visible_checks(path: Path, notebook: dict[str, Any], report: Report, tim
     with tempfile.TemporaryDirectory() as scratch:
         job = Path(scratch) / "cells.json"
         job.write_text(json.dumps(cells))
-        env = {**os.environ, "CS_KIT_GRADING": "1", "MPLBACKEND": "Agg",
+        env = {**os.environ, "DLCV_GRADING": "1", "MPLBACKEND": "Agg",
                "PYTHONPATH": os.pathsep.join(filter(None, [str(bundle_root), os.environ.get("PYTHONPATH")]))}
         proc = subprocess.run([sys.executable, "-c", _RUNNER, str(job)], cwd=path.parent, env=env,
                               capture_output=True, text=True, timeout=timeout)

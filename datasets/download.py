@@ -9,7 +9,7 @@ Run it from the repository root (or from a student bundle)::
     python datasets/download.py weights --only squeezenet1_1
     python datasets/download.py all --check            # verify what is present, download nothing
 
-Data files go to ``$CS_KIT_DATA`` if set, else to ``data/`` next to this script
+Data files go to ``$DLCV_DATA`` if set, else to ``data/`` next to this script
 (``--dest DIR`` overrides both). Pretrained weights go to torch's hub cache
 (``torch.hub.get_dir()/checkpoints``), where ``torchvision.models.get_model(name, weights=...)``
 looks for them.
@@ -69,7 +69,7 @@ USER_AGENT = "cs-kit-download/1.0 (Python urllib; course assignment kit)"
 CHUNK_SIZE = 1 << 16
 SCRIPT = "python datasets/download.py"
 
-DATA = "data"  # Resource.location: under the data root ($CS_KIT_DATA, datasets/data, --dest)
+DATA = "data"  # Resource.location: under the data root ($DLCV_DATA, datasets/data, --dest)
 TORCH_HUB = "torch_hub"  # Resource.location: under torch.hub.get_dir()/checkpoints
 
 
@@ -346,8 +346,8 @@ def open_url(url: str, timeout: float = DEFAULT_TIMEOUT) -> tuple[IO[bytes], int
 
 
 def default_data_root() -> Path:
-    """Where data files go: ``$CS_KIT_DATA`` if set, else ``data/`` next to this script."""
-    env = os.environ.get("CS_KIT_DATA")
+    """Where data files go: ``$DLCV_DATA`` if set, else ``data/`` next to this script."""
+    env = os.environ.get("DLCV_DATA")
     return Path(env).expanduser() if env else HERE / "data"
 
 
@@ -499,7 +499,7 @@ def _advice(kind: str, resource: Resource, path: Path) -> str:
         return f"The archive was removed. Run the same command again, or {by_hand}."
     return (
         f"Check that {path.parent} is writable and the disk has room, or choose another "
-        "folder with --dest or the CS_KIT_DATA environment variable."
+        "folder with --dest or the DLCV_DATA environment variable."
     )
 
 
@@ -679,7 +679,7 @@ def _parser() -> argparse.ArgumentParser:
         prog=SCRIPT,
         description="Download and verify the kit's data files and pretrained weights.",
         epilog=(
-            "Data files go to $CS_KIT_DATA if set, else datasets/data/ (--dest overrides). "
+            "Data files go to $DLCV_DATA if set, else datasets/data/ (--dest overrides). "
             "Weights go to torch's hub cache, torch.hub.get_dir()/checkpoints (set TORCH_HOME "
             "to move it), where torchvision looks for them."
         ),
@@ -704,7 +704,7 @@ def _parser() -> argparse.ArgumentParser:
         help="only this file of the chosen groups (repeatable), e.g. weights --only squeezenet1_1",
     )
     parser.add_argument(
-        "--dest", metavar="DIR", help="data folder (default: $CS_KIT_DATA or datasets/data)"
+        "--dest", metavar="DIR", help="data folder (default: $DLCV_DATA or datasets/data)"
     )
     parser.add_argument("--force", action="store_true", help="download again even if valid")
     parser.add_argument(

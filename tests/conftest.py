@@ -2,7 +2,7 @@
 
 Test data in ``../shared/data`` (see its README) is present on every developer machine
 and in CI, but not in a user's clone. :func:`shared_data` returns a file's path, or
-skips with a one-line reason when it is absent. When ``CS_KIT_REQUIRE_SHARED_DATA`` is
+skips with a one-line reason when it is absent. When ``DLCV_REQUIRE_SHARED_DATA`` is
 set (``.ci/run`` sets it in CI) a missing file fails the test instead, so CI never skips
 what the data folder can provide.
 """
@@ -22,7 +22,7 @@ import pytest
 matplotlib.use("Agg")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("CS_KIT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+SHARED_DATA = Path(os.environ.get("DLCV_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
 def shared_data(relative: str) -> Path:
@@ -30,8 +30,8 @@ def shared_data(relative: str) -> Path:
     path = SHARED_DATA / relative
     if not path.exists():
         message = f"../shared/data/{relative} not present (test data beside the project; see its README)"
-        if os.environ.get("CS_KIT_REQUIRE_SHARED_DATA"):
-            pytest.fail(message + ", and CS_KIT_REQUIRE_SHARED_DATA is set (CI must not skip it)")
+        if os.environ.get("DLCV_REQUIRE_SHARED_DATA"):
+            pytest.fail(message + ", and DLCV_REQUIRE_SHARED_DATA is set (CI must not skip it)")
         pytest.skip(message)
     return path
 
@@ -79,7 +79,7 @@ def isolated_hub_and_grading_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
     hub = tmp_path / "torch_hub"
     monkeypatch.setattr(torch.hub, "_hub_dir", str(hub))
-    for name in ("NBGRADER_EXECUTION", "CS_KIT_GRADING", "CS_KIT_DEVICE"):
+    for name in ("NBGRADER_EXECUTION", "DLCV_GRADING", "DLCV_DEVICE"):
         monkeypatch.delenv(name, raising=False)
     return hub
 

@@ -43,7 +43,7 @@ def execute_notebook(path: Path, grading: bool = True, timeout: int = 300,
     env = kit_environment(env_extra)
     if not grading:
         env.pop("NBGRADER_EXECUTION", None)
-        env.pop("CS_KIT_GRADING", None)
+        env.pop("DLCV_GRADING", None)
     os.environ.clear()
     os.environ.update(env)
     try:

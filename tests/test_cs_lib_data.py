@@ -36,7 +36,7 @@ def test_load_imagenet_val_names_the_download_command_when_missing(tmp_path) -> 
 
 
 def test_data_dir_honours_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    monkeypatch.setenv("CS_KIT_DATA", str(tmp_path))
+    monkeypatch.setenv("DLCV_DATA", str(tmp_path))
     assert data.data_dir() == tmp_path
     assert data.style_image_path("starry_night") == tmp_path / "styles" / "starry_night.jpg"
 
@@ -45,7 +45,7 @@ def test_load_style_image_from_downloaded_folder_and_offline(monkeypatch, tmp_pa
     starry = shared_data("styles/starry_night.jpg")
     (tmp_path / "styles").mkdir()
     (tmp_path / "styles" / "starry_night.jpg").write_bytes(starry.read_bytes())
-    monkeypatch.setenv("CS_KIT_DATA", str(tmp_path))
+    monkeypatch.setenv("DLCV_DATA", str(tmp_path))
     img = data.load_style_image("starry_night", size=64)
     assert img.mode == "RGB" and min(img.size) == 64
     from PIL import Image

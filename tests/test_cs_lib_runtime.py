@@ -12,7 +12,7 @@ from cs_lib.runtime import budget, get_device, in_grading, progress, seed_everyt
 def test_get_device_picks_cuda_only_when_available(monkeypatch: pytest.MonkeyPatch) -> None:
     assert get_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert get_device("cpu") == torch.device("cpu")
-    monkeypatch.setenv("CS_KIT_DEVICE", "cpu")
+    monkeypatch.setenv("DLCV_DEVICE", "cpu")
     assert get_device("cuda") == torch.device("cpu")
 
 
@@ -37,7 +37,7 @@ def test_grading_mode_follows_nbgrader_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
     assert in_grading() and budget(200, 5) == 5
     monkeypatch.delenv("NBGRADER_EXECUTION")
-    monkeypatch.setenv("CS_KIT_GRADING", "1")
+    monkeypatch.setenv("DLCV_GRADING", "1")
     assert in_grading()
 
 

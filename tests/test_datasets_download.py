@@ -158,7 +158,7 @@ def test_progress_line_without_tqdm(tmp_path, monkeypatch, capsys):
 
 
 def test_default_destination_is_cs_kit_data(tmp_path, monkeypatch, use):
-    monkeypatch.setenv("CS_KIT_DATA", str(tmp_path / "from-env"))
+    monkeypatch.setenv("DLCV_DATA", str(tmp_path / "from-env"))
     monkeypatch.setattr(dl, "open_url", FakeNet({URL: PAYLOAD}))
     use(toy())
     assert dl.main(["all", "--no-progress"]) == 0
@@ -166,7 +166,7 @@ def test_default_destination_is_cs_kit_data(tmp_path, monkeypatch, use):
 
 
 def test_default_destination_without_env_is_next_to_the_script(monkeypatch):
-    monkeypatch.delenv("CS_KIT_DATA", raising=False)
+    monkeypatch.delenv("DLCV_DATA", raising=False)
     assert dl.default_data_root() == SCRIPT.parent / "data"
 
 

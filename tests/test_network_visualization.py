@@ -72,7 +72,7 @@ def digits(request: pytest.FixtureRequest) -> SimpleNamespace:
     """
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
-    if (SHARED_DATA / "mnist").is_dir() or os.environ.get("CS_KIT_REQUIRE_SHARED_DATA"):
+    if (SHARED_DATA / "mnist").is_dir() or os.environ.get("DLCV_REQUIRE_SHARED_DATA"):
         raw = request.getfixturevalue("mnist_root") / "MNIST" / "raw"
         images = read_image_file(str(raw / "t10k-images-idx3-ubyte")).unsqueeze(1).float() / 255.0
         labels = read_label_file(str(raw / "t10k-labels-idx1-ubyte")).long()

@@ -17,7 +17,7 @@ For every assignment, from the zip that ``build_bundle`` writes:
    never a traceback;
 3. the release notebook, with the reference answers typed into its answer cells
    (``correct_submission``), runs in a kernel of that environment started where Colab starts it
-   (the ``/content`` stand-in), in grading mode (``CS_KIT_GRADING=1``: the demos' budgets shrink as
+   (the ``/content`` stand-in), in grading mode (``DLCV_GRADING=1``: the demos' budgets shrink as
    they do while grading; a full run of every notebook takes an hour on two CPU cores), and is saved;
 4. ``python -m cs_lib.submission_check --fast`` says it is gradable, and
    ``python -m autograder grade`` gives it every autograded point.
@@ -253,7 +253,7 @@ def test_student_path_from_bundle_to_full_marks(assignment: str, colab: dict[str
     monkeypatch.setenv("JUPYTER_PATH", str(colab["jupyter"]))
     start = time.perf_counter()
     client = NotebookClient(answered, timeout=900, kernel_name="colab", resources={"metadata": {"path": str(content)}})
-    client.execute(env={**env, "CS_KIT_GRADING": "1"})
+    client.execute(env={**env, "DLCV_GRADING": "1"})
     timings["notebook (grading mode)"] = time.perf_counter() - start
     first = next(c for c in answered.cells if c.cell_type == "code")
     printed = "".join(o.get("text", "") for o in first.outputs if o.get("output_type") == "stream")

@@ -37,7 +37,7 @@ def judge(name: str, student: Callable) -> None:
 @pytest.fixture(autouse=True)
 def quiet_single_thread(monkeypatch: pytest.MonkeyPatch, single_torch_thread: None) -> None:
     """No progress bars (grading mode) and one intra-op thread."""
-    monkeypatch.setenv("CS_KIT_GRADING", "1")
+    monkeypatch.setenv("DLCV_GRADING", "1")
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ def cnn() -> torch.nn.Sequential:
 @pytest.fixture(autouse=True)
 def quiet_single_thread(monkeypatch: pytest.MonkeyPatch, single_torch_thread: None) -> None:
     """No progress bars (grading mode) and one intra-op thread."""
-    monkeypatch.setenv("CS_KIT_GRADING", "1")
+    monkeypatch.setenv("DLCV_GRADING", "1")
 
 
 # ------------------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ def test_command_line_exit_status_and_unreadable_files(release: dict, tmp_path: 
 
 def test_the_notebooks_last_cell_does_nothing_while_grading(monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("CS_KIT_GRADING", "1")
+    monkeypatch.setenv("DLCV_GRADING", "1")
     assert submission_check.check_this_notebook("example") is None
     assert "skipped while grading" in capsys.readouterr().out
 

@@ -26,7 +26,7 @@ SOLUTION_SNIPPETS = ["masked_fill(zero, 1.0)", "amin(dim=1)", "(gap <= margin)",
 def test_source_notebook_executes_in_grading_mode_without_stderr(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # Nothing downloaded (an empty data folder), as on a grading machine: the offline digits.
-    monkeypatch.setenv("CS_KIT_DATA", str(tmp_path / "no_data"))
+    monkeypatch.setenv("DLCV_DATA", str(tmp_path / "no_data"))
     nb, _ = execute_notebook(source_notebook(ASSIGNMENT), grading=True)
     assert not stderr_outputs(nb), stderr_outputs(nb)
     printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))

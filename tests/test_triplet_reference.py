@@ -42,7 +42,7 @@ def sol() -> types.SimpleNamespace:
 
 @pytest.fixture(autouse=True)
 def quiet_single_thread(monkeypatch: pytest.MonkeyPatch, single_torch_thread: None) -> None:
-    monkeypatch.setenv("CS_KIT_GRADING", "1")
+    monkeypatch.setenv("DLCV_GRADING", "1")
 
 
 def lp_distance() -> distances.LpDistance:

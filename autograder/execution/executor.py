@@ -91,8 +91,8 @@ VERDICTS = "autograder_verdicts"
 #: so the kernel learns nothing of the grader's paths: checkout, output folder, gradebook).
 KERNEL_ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "PYTHONWARNINGS", "MPLBACKEND",
                    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
-                   "OPENBLAS_L2_SIZE", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CS_KIT_DEVICE",
-                   "CS_KIT_GRADING", "CS_KIT_DATA", "TORCH_HOME", "NBGRADER_EXECUTION", "NBGRADER_VALIDATING")
+                   "OPENBLAS_L2_SIZE", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "DLCV_DEVICE",
+                   "DLCV_GRADING", "DLCV_DATA", "TORCH_HOME", "NBGRADER_EXECUTION", "NBGRADER_VALIDATING")
 
 
 def error_output(ename: str, evalue: str) -> NotebookNode:

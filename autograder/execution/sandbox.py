@@ -155,14 +155,14 @@ def naming_the_checkout() -> tuple[str, ...]:
 
 
 def cache_environment() -> dict[str, str]:
-    """``TORCH_HOME`` and ``CS_KIT_DATA`` as the grader sees them, for a kernel whose HOME is elsewhere.
+    """``TORCH_HOME`` and ``DLCV_DATA`` as the grader sees them, for a kernel whose HOME is elsewhere.
 
     The sandbox shows both caches read-only at the same paths (:func:`read_only_paths`); a cache inside the
     repository is neither shown nor named.
     """
     env: dict[str, str] = {}
     repo = str(REPO_ROOT.resolve())
-    for name, path in (("TORCH_HOME", _torch_home()), ("CS_KIT_DATA", _data_dir())):
+    for name, path in (("TORCH_HOME", _torch_home()), ("DLCV_DATA", _data_dir())):
         if path is not None and not str(Path(path).resolve()).startswith(repo):
             env[name] = str(path)
     return env

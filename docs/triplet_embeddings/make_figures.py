@@ -3,7 +3,7 @@
 Runs the source notebook's own code cells in order, in normal mode (not grading), except that section 9's
 comparison trains only batch-hard (the model section 10 projects) and the loss curves are skipped. Each
 figure a cell draws is saved. Usage, from the repository root, with the MNIST test split in torchvision's
-layout under $CS_KIT_DATA (``<root>/MNIST/raw/t10k-*``)::
+layout under $DLCV_DATA (``<root>/MNIST/raw/t10k-*``)::
 
     MPLBACKEND=Agg python docs/triplet_embeddings/make_figures.py [--only-2d]
 

@@ -93,7 +93,7 @@ _home = _os.path.expanduser('~')
 _pyver = f"python{_sys.version_info.major}.{_sys.version_info.minor}"
 _places = sorted(set(filter(None, [
     *_sys.path, *_site.getsitepackages(), _site.getusersitepackages(), _os.getcwd(), _home, '/tmp', '/dev/shm',
-    '/kit', '/kit/cs_lib', _runtime_folder(), _os.environ.get('TORCH_HOME'), _os.environ.get('CS_KIT_DATA'),
+    '/kit', '/kit/cs_lib', _runtime_folder(), _os.environ.get('TORCH_HOME'), _os.environ.get('DLCV_DATA'),
     _os.environ.get('MPLCONFIGDIR'), _os.path.join(_home, '.local', 'lib', _pyver, 'site-packages'),
     _os.path.join(_home, '.ipython', 'profile_default', 'startup'), _os.path.join(_home, '.config', 'matplotlib'),
     _os.path.join(_home, '.cache', 'torch', 'hub', 'checkpoints'), '/kit/cs_lib/__pycache__'])))
