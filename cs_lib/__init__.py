@@ -12,9 +12,9 @@ One module per concept:
 - :mod:`cs_lib.data`     sample images, CS231n's ImageNet images, styles, MNIST, shapes
 - :mod:`cs_lib.plotting` image grids, heatmaps, instance masks, embeddings, loss curves
 - :mod:`cs_lib.detection` the small Mask R-CNN, its training loop and COCO evaluation helpers
-- :mod:`cs_lib.judge_client` the kernel's side of a hidden test: call the function when the grader asks
-- :mod:`cs_lib.wire`     the pickle-free plain-data format the kernel answers the grader in
-- :mod:`cs_lib.grading_models` small models the grader sends to the kernel (nothing secret)
+- :mod:`cs_lib.grading`  the kernel's side of grading, nothing a student calls: ``judge_client`` (call the
+  function when the grader asks), ``wire`` (the pickle-free plain-data format the kernel answers in) and
+  ``models`` (small models the grader sends to the kernel, nothing secret)
 
 Nothing here touches the network at import time; downloads happen only when a loader
 is called and its file is missing.

@@ -34,8 +34,8 @@ from typing import Any
 
 #: Names whose use anywhere in a student's code is tampering with the grader's record.
 TAMPERING = ("sys.setprofile", "sys.settrace", "threading.setprofile", "threading.settrace",
-             "cs_lib.judge_client.handle", "cs_lib.judge_client.encode_reply", "cs_lib.judge_client._Recorder",
-             "cs_lib.judge_client.send_frame", "cs_lib.wire")
+             "cs_lib.grading.judge_client.handle", "cs_lib.grading.judge_client.encode_reply",
+             "cs_lib.grading.judge_client._Recorder", "cs_lib.grading.judge_client.send_frame", "cs_lib.grading.wire")
 
 _DYNAMIC_IMPORTS = ("importlib.import_module", "__import__")
 

@@ -146,7 +146,7 @@ def test_gradescope_bundle_grades_one_submission_in_a_faked_autograder_root(tmp_
         names = zf.namelist()
         zf.extractall(root / "source")
     assert {"setup.sh", "run_autograder", "autograder/hidden_tests/example.py", "autograder/references/example.pt",
-            "autograder/execution/sandbox.sh", "cs_lib/checks.py", "cs_lib/judge_client.py",
+            "autograder/execution/sandbox.sh", "cs_lib/checks.py", "cs_lib/grading/judge_client.py",
             "assignments/source/example/example.ipynb"} <= set(names)
     course = make_course_dir(tmp_path / "course", ["example"])
     release = nbformat.read(generate_assignment(course, "example") / "example.ipynb", as_version=4)

@@ -155,8 +155,8 @@ def test_check_source_lists_every_problem(tmp_path: Path) -> None:
 # -- redaction ------------------------------------------------------------------------------
 
 
-SOURCE = "check(x)\n### BEGIN HIDDEN TESTS\nfrom cs_lib.judge_client import judge\njudge(\"example\", softmax)\n" \
-         "### END HIDDEN TESTS\n"
+SOURCE = "check(x)\n### BEGIN HIDDEN TESTS\nfrom cs_lib.grading.judge_client import judge\n" \
+         "judge(\"example\", softmax)\n### END HIDDEN TESTS\n"
 
 
 def test_strip_hidden_tests_removes_the_region_and_an_unterminated_one() -> None:
@@ -169,9 +169,9 @@ def test_scrub_traceback_drops_grader_frames_and_hidden_lines() -> None:
     tb = [
         "\x1b[31m-----\x1b[39m\n\x1b[31mAssertionError\x1b[39m   Traceback (most recent call last)",
         "Cell \x1b[32mIn[3], line 4\x1b[39m\n      1 check(x)\n      2 ### BEGIN HIDDEN TESTS\n"
-        "      3 from cs_lib.judge_client import judge\n----> 4 judge(\"example\", softmax)\n"
+        "      3 from cs_lib.grading.judge_client import judge\n----> 4 judge(\"example\", softmax)\n"
         "      5 ### END HIDDEN TESTS",
-        "File \x1b[32m/somewhere/site-packages/cs_lib/judge_client.py:60\x1b[39m, in judge(assignment, fn)\n"
+        "File \x1b[32m/somewhere/site-packages/cs_lib/grading/judge_client.py:60\x1b[39m, in judge(assignment, fn)\n"
         "     59 if not request[\"passed\"]:\n---> 60     raise AssertionError(request[\"message\"])",
         "File \x1b[32m/somewhere/site-packages/autograder/hidden_tests/example.py:43\x1b[39m, in softmax(f)\n"
         "     42 ref = load_solutions(ASSIGNMENT).softmax\n---> 43 check_cases(...)",

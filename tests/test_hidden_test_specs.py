@@ -79,7 +79,7 @@ def test_every_graded_test_cell_has_a_spec_and_hands_its_function_to_the_judge(a
     for cell in cells:
         source = "".join(cell["source"])
         name = specs[grade_id_of(cell)].name
-        assert re.search(r"### BEGIN HIDDEN TESTS\nfrom cs_lib\.judge_client import judge\n\n?"
+        assert re.search(r"### BEGIN HIDDEN TESTS\nfrom cs_lib\.grading\.judge_client import judge\n\n?"
                          rf"judge\(\"{assignment}\", {name}\)\n### END HIDDEN TESTS", source), source
 
 

@@ -28,7 +28,7 @@ from captum.attr import GuidedBackprop, LayerAttribution, LayerGradCam, Occlusio
 from torch import nn
 
 from autograder.judging.solutions import load_solutions
-from cs_lib.grading_models import CountingModel
+from cs_lib.grading.models import CountingModel
 from cs_lib.models import freeze, make_relus_non_inplace
 from tests.conftest import SHARED_DATA, shared_data
 

@@ -583,7 +583,7 @@ def test_hidden_tests_do_not_use_the_notebook_global_model() -> None:
 
 def test_models_sent_to_the_kernel_are_importable_there() -> None:
     """The kernel can import torch, torchvision and cs_lib, never autograder (hidden while grading)."""
-    from cs_lib.grading_models import CountingModel
+    from cs_lib.grading.models import CountingModel
 
     models = [hidden.tiny_cnn(0), hidden.squeezenet(), hidden.failing_model(1), hidden.stall_model(),
               CountingModel(hidden.tiny_cnn(2))]

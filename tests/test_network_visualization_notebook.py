@@ -55,8 +55,8 @@ def test_every_graded_cell_calls_its_hidden_test_and_markdown_answers_carry_poin
         src = "".join(cell["source"])
         function = grade_id.removeprefix("test_")
         assert cell["metadata"]["nbgrader"]["points"] == points and cell["metadata"]["nbgrader"]["locked"]
-        assert f'### BEGIN HIDDEN TESTS\nfrom cs_lib.judge_client import judge\n\njudge("{ASSIGNMENT}", {function})\n' \
-               "### END HIDDEN TESTS" in src
+        assert "### BEGIN HIDDEN TESTS\nfrom cs_lib.grading.judge_client import judge\n\n" \
+               f'judge("{ASSIGNMENT}", {function})\n### END HIDDEN TESTS' in src
     for grade_id in MANUAL:
         cell = graded[grade_id]
         assert cell["cell_type"] == "markdown" and cell["metadata"]["nbgrader"]["solution"]

@@ -118,7 +118,7 @@ def test_the_in_process_judge_is_found_through_the_installed_entry_point(monkeyp
     import importlib.metadata
 
     from autograder.judging.judge import judge_in_process
-    from cs_lib import judge_client
+    from cs_lib.grading import judge_client
 
     assert judge_client.in_process_judge() is judge_in_process
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [])

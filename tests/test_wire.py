@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from cs_lib import wire
+from cs_lib.grading import wire
 
 
 def test_plain_data_round_trips_exactly() -> None:

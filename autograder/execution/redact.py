@@ -26,7 +26,8 @@ from autograder.notebook_format import BEGIN_HIDDEN, END_HIDDEN
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 # Frames of the grading code, wherever a copy of the package lives (a Gradescope image, say).
-_GRADER_FILE = re.compile(r"[/\\]autograder[/\\](hidden_tests|judging|__init__\.py)|[/\\]cs_lib[/\\]judge_client\.py")
+_GRADER_FILE = re.compile(r"[/\\]autograder[/\\](hidden_tests|judging|__init__\.py)"
+                          r"|[/\\]cs_lib[/\\]grading[/\\]judge_client\.py")
 _CELL_FRAME = re.compile(r"^\s*(Cell In\s*\[|Input In\s*\[|<ipython-input-)")
 _FILE_FRAME = re.compile(r"^\s*File\s")
 _CONTEXT_LINE = re.compile(r"^(\s*(?:-+>)?\s*)(\d+)(\s?)(.*)$")

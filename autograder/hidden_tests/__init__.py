@@ -4,7 +4,7 @@ The judge (:mod:`autograder.judging.judge`) loads them with :func:`autograder.ju
 runs them in the grading process; a source notebook's hidden block only hands the function over::
 
     ### BEGIN HIDDEN TESTS
-    from cs_lib.judge_client import judge
+    from cs_lib.grading.judge_client import judge
 
     judge("example", softmax)
     ### END HIDDEN TESTS

@@ -15,7 +15,7 @@ test
   loss instead of the score, a sum instead of a max, no ReLU, ...) on the same inputs and names the one
   the student's output matches;
 - checks that the model is left as it was, from the kernel's report
-  (:func:`cs_lib.judge_client.module_report`, the forgeable part): parameter values, ``requires_grad``
+  (:func:`cs_lib.grading.judge_client.module_report`, the forgeable part): parameter values, ``requires_grad``
   flags, ReLU ``inplace`` flags, train/eval mode and no hooks on any module, also when the function
   raises (:func:`failing_model`).
 
@@ -51,8 +51,8 @@ from autograder.judging.spec import GradedFunction, WrongAnswer, with_policies
 from autograder.judging.toolkit import Failure, StudentError, check_model_report
 from autograder.notebook_format import SOLUTION_REGION
 from cs_lib.checks import check_close, check_tensor
-from cs_lib.grading_models import CountingModel, FailingHead
-from cs_lib.judge_client import module_report
+from cs_lib.grading.judge_client import module_report
+from cs_lib.grading.models import CountingModel, FailingHead
 
 ASSIGNMENT = "network_visualization"
 REFERENCE_SEED = 2311

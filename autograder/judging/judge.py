@@ -2,10 +2,10 @@
 
 While a submission is graded, :class:`Judge` listens on a Unix socket in the kernel's runtime folder.
 The executor opens a *window* for each graded test cell (:meth:`Judge.open`) and closes it when the
-cell has run (:meth:`Judge.close`). The hidden block of the cell (``cs_lib.judge_client.judge``)
+cell has run (:meth:`Judge.close`). The hidden block of the cell (``cs_lib.grading.judge_client.judge``)
 connects during that window; the judge then runs the cell's spec (:mod:`autograder.judging.spec`)
 with a :class:`RemoteFunction` that has the kernel call the student's function, receives the results
-as plain data (:mod:`cs_lib.wire`, no pickle, size-limited), computes the reference itself, compares,
+as plain data (:mod:`cs_lib.grading.wire`, no pickle, size-limited), computes the reference itself, compares,
 diagnoses, and records a :class:`Verdict`. The cell's points come from that verdict only
 (:mod:`autograder.execution.executor`): one connection per window, bound to the cell that is running,
 whatever the kernel claims.
@@ -32,8 +32,8 @@ from autograder.judging.references import load_reference
 from autograder.judging.solutions import load_solutions, variant
 from autograder.judging.spec import GradedFunction, forbidden_of, hidden_test_module, load_specs, spec_for_grade_id
 from autograder.judging.toolkit import BUILTIN_ERRORS, Failure, StudentError, fresh_generator, run_spec
-from cs_lib import wire
-from cs_lib.judge_client import encode_reply, handle, recv_frame, send_frame
+from cs_lib.grading import wire
+from cs_lib.grading.judge_client import encode_reply, handle, recv_frame, send_frame
 from cs_lib.rules import function_findings
 
 #: Largest reply a kernel may send (bytes).
@@ -102,7 +102,7 @@ class RemoteFunction:
     ``student(*args, **kwargs)`` returns the output, or raises what the student's function raised
     (re-created only for builtin exception types; others become :class:`StudentError`). A function
     that modified a tensor argument in place raises :class:`Failure`. :attr:`last_modules` holds the
-    kernel's :func:`cs_lib.judge_client.module_report` of every model argument after the last call.
+    kernel's :func:`cs_lib.grading.judge_client.module_report` of every model argument after the last call.
     """
 
     def __init__(self, name: str, channel: SocketChannel | LocalChannel, adapter: str | None = None) -> None:
@@ -258,7 +258,7 @@ def warm_up(assignments: Iterable[str]) -> None:
 
 
 def judge_in_process(assignment: str, fn: Callable[..., Any]) -> None:
-    """The TA's path: run the hidden test of ``fn`` here (``cs_lib.judge_client.judge`` calls it).
+    """The TA's path: run the hidden test of ``fn`` here (``cs_lib.grading.judge_client.judge`` calls it).
 
     The policy is checked on the live function's source (:func:`cs_lib.rules.function_findings`), as the
     notebook's visible checks do; the grader checks the submitted notebook's cells instead.

@@ -10,7 +10,7 @@ independent sources of findings, both outside the student's reach:
    into :mod:`cs_lib.policies` by ``python -m autograder.judging.policy``): what a student is warned of
    is what the grader finds. References to the grader's client or to the interpreter's profiling hooks
    are tampering findings.
-2. **Runtime** (:func:`runtime_findings`): ``cs_lib.judge_client`` records, during each judged call,
+2. **Runtime** (:func:`runtime_findings`): ``cs_lib.grading.judge_client`` records, during each judged call,
    which library functions (``module.qualname`` of each Python code object started) and dispatcher ops
    (``torch.ops.<ns>.<op>`` calls) ran, for the prefixes the judge asks about, and whether its profile
    hook was still in place at the end. That catches what the static pass cannot resolve
@@ -49,7 +49,7 @@ def static_findings(notebook: Any, policies: dict[str, tuple[tuple[str, ...], bo
 
 
 def runtime_findings(function: str, record: Any, prefixes: Iterable[str]) -> list[Finding]:
-    """Findings from the kernel's record of one judged call (``cs_lib.judge_client`` ``"record"``).
+    """Findings from the kernel's record of one judged call (``cs_lib.grading.judge_client`` ``"record"``).
 
     ``record`` must be ``{"ran": [names], "intact": bool}``; anything else is tampering.
     """

@@ -268,7 +268,7 @@ def check_model_report(name: str, expected: Mapping[str, Any], got: Mapping[str,
                        after_error: bool = False) -> None:
     """Compare the kernel's report on a model after a call with the pristine model's report.
 
-    Both come from :func:`cs_lib.judge_client.module_report`. This is the forgeable part of a hidden
+    Both come from :func:`cs_lib.grading.judge_client.module_report`. This is the forgeable part of a hidden
     test: the report is made inside the kernel (``autograder/README.md``).
     """
     when = " after it raised" if after_error else ""

@@ -32,10 +32,10 @@ ATTACKS = (
     Attack("showtraceback-override", "custom exception handlers and traceback overrides",
            "ip = get_ipython()\nip.showtraceback = lambda *a, **k: None\nip._showtraceback = lambda *a, **k: None"),
     Attack("monkeypatch-checks-and-judge", "monkeypatching torch, numpy, cs_lib.checks or autograder",
-           "import cs_lib.checks, cs_lib.judge_client, cs_lib\n"
+           "import cs_lib.checks, cs_lib.grading.judge_client, cs_lib\n"
            "cs_lib.checks.check_close = cs_lib.check_close = lambda *a, **k: None\n"
            "cs_lib.checks.check_tensor = cs_lib.check_tensor = lambda *a, **k: None\n"
-           "cs_lib.judge_client.judge = lambda a, f: print(f.__name__ + ': hidden tests passed')\n"
+           "cs_lib.grading.judge_client.judge = lambda a, f: print(f.__name__ + ': hidden tests passed')\n"
            "check_close = check_tensor = lambda *a, **k: None\n"
            "def softmax(scores):\n    return scores"),
     Attack("monkeypatch-torch-numpy", "monkeypatching torch, numpy, cs_lib.checks or autograder",
@@ -104,7 +104,7 @@ ATTACKS = (
            "def top_k_accuracy(scores, y, k=1):\n    return [Boom()]"),
     Attack("forged-socket-messages", "forged output files or socket messages",
            "import os, socket, struct, threading, json, io, torch\n"
-           "from cs_lib import wire\n"
+           "from cs_lib.grading import wire\n"
            "path = os.environ.get('DLCV_JUDGE_SOCKET', '')\n"
            "def _forge():\n"
            "    for _ in range(200):\n"
@@ -138,15 +138,15 @@ ATTACKS = (
            "sys.displayhook(2.0)"),
     Attack("sys-modules-games", "sys.modules games",
            "import sys, types\n"
-           "fake = types.ModuleType('cs_lib.judge_client')\n"
+           "fake = types.ModuleType('cs_lib.grading.judge_client')\n"
            "fake.judge = lambda assignment, fn: None\n"
-           "sys.modules['cs_lib.judge_client'] = fake\n"
-           "import cs_lib; cs_lib.judge_client = fake\n"
+           "sys.modules['cs_lib.grading.judge_client'] = fake\n"
+           "import cs_lib.grading; cs_lib.grading.judge_client = fake\n"
            "fake_ag = types.ModuleType('autograder'); fake_ag.__path__ = []\n"
            "sys.modules['autograder'] = fake_ag\n"
            "import builtins\n_real_import = builtins.__import__\n"
            "builtins.__import__ = (lambda name, *a, **k:\n"
-           "                       fake if name == 'cs_lib.judge_client' else _real_import(name, *a, **k))"),
+           "                       fake if name == 'cs_lib.grading.judge_client' else _real_import(name, *a, **k))"),
     Attack("partial-credit-output", "forged output files or socket messages",
            "import builtins\n_print = builtins.print\n"
            "def print(*args, **kwargs):\n    get_ipython().displayhook(2.0)\n    _print(*args, **kwargs)\n"

@@ -494,7 +494,7 @@ _paths = ['@lms@/@victim@_example.ipynb', '@out@/grading/example/@victim@.json',
           '@out@/grading/example/@victim@.input', '@out@/gradebook.db', '@out@/grades.csv',
           '@out@/feedback/@victim@/example/example.html', '@out@/autograded/@victim@/example/example.ipynb',
           '@repo@/assignments/source/example/example.ipynb', '@repo@/cs_lib/checks.py',
-          '@repo@/cs_lib/judge_client.py', '@repo@/autograder/judging/judge.py', '@canary_file@']
+          '@repo@/cs_lib/grading/judge_client.py', '@repo@/autograder/judging/judge.py', '@canary_file@']
 _paths += glob.glob('@repo@/autograder/references/example*') + glob.glob('/tmp/dlcv-grader-*/**', recursive=True)
 for _p in _paths:
     try:
@@ -644,8 +644,8 @@ except Exception as _e:
              """
 import importlib, itertools, json, struct
 # Names computed at run time: the attack is on the judge's frame bounds, not on the static policy check.
-judge_client = importlib.import_module(''.join(['cs_lib.', 'judge_client']).strip())
-wire = importlib.import_module(''.join(['cs_lib.', 'wire']).strip())
+judge_client = importlib.import_module(''.join(['cs_lib.grading.', 'judge_client']).strip())
+wire = importlib.import_module(''.join(['cs_lib.grading.', 'wire']).strip())
 def _frame(text, buffers=b''):
     text = text.encode()
     return wire.MAGIC + struct.pack('<Q', len(text)) + text + buffers

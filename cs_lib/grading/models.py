@@ -6,7 +6,7 @@ torchvision's must therefore be importable in the kernel, which sees ``cs_lib`` 
 ``autograder``: they live here. None of this reveals an answer.
 
 - :class:`CountingModel` counts forward passes (``forward_calls``, an int that
-  :func:`cs_lib.judge_client.module_report` reports back);
+  :func:`cs_lib.grading.judge_client.module_report` reports back);
 - :class:`FailingHead` raises in the middle of a forward pass (hooks and flags must be restored
   after an error).
 """

@@ -3,7 +3,7 @@
 A hidden test cell of a source notebook ends with::
 
     ### BEGIN HIDDEN TESTS
-    from cs_lib.judge_client import judge
+    from cs_lib.grading.judge_client import judge
     judge("example", softmax)
     ### END HIDDEN TESTS
 
@@ -18,7 +18,7 @@ process: the installed kit declares it as the entry point :data:`IN_PROCESS_JUDG
 ``cs_lib`` never imports the grader that sits above it.
 
 Requests come from the grader (trusted) and are read with ``torch.load``; replies go back in the
-pickle-free :mod:`cs_lib.wire` format, which the grader decodes as plain data only.
+pickle-free :mod:`cs_lib.grading.wire` format, which the grader decodes as plain data only.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from cs_lib import wire
 from cs_lib.checks import stand_in
+from cs_lib.grading import wire
 
 SOCKET_ENV = "DLCV_JUDGE_SOCKET"
 #: The entry point group under which the grader declares its in-process judge (``pyproject.toml``).
@@ -223,7 +223,7 @@ def _module_reports(args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def encode_reply(reply: dict[str, Any]) -> bytes:
-    """:func:`cs_lib.wire.encode` the reply; an output that cannot be sent becomes an error reply."""
+    """:func:`cs_lib.grading.wire.encode` the reply; an output that cannot be sent becomes an error reply."""
     try:
         return wire.encode(reply)
     except wire.WireError as exc:
