@@ -18,7 +18,7 @@ from autograder.judging.policy import policy_table, readme_with_table, static_fi
 from autograder.judging.solutions import answer_cells, load_solutions
 from autograder.judging.spec import forbidden_of, load_specs
 from tests.corpus.policy import CASES as POLICY_CASES
-from tests.corpus.policy import PolicyCase, policy_notebook
+from tests.corpus.policy import PolicyCase, case_bodies, policy_notebook
 
 MASK = "mask_rcnn"
 TRIPLET = "triplet_embeddings"
@@ -169,7 +169,7 @@ def _kernel_namespace(nb: nbformat.NotebookNode) -> dict:
 def _case_notebook(case: PolicyCase) -> nbformat.NotebookNode:
     source = nbformat.read(source_notebook(case.assignment), as_version=4)
     nb = source
-    for grade_id, body in case.bodies.items():
+    for grade_id, body in case_bodies(case, source).items():
         nb = with_answer_body(nb, source, grade_id, body)
     for grade_id, line in case.after.items():
         cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
@@ -260,14 +260,16 @@ def test_each_policy_submission_earns_its_honest_score(policy_batch) -> None:  #
         tests = {t.grade_id: t for t in result.tests if t.grade_id in points}
         for grade_id, full in points.items():
             t = tests[grade_id]
-            if grade_id in case.findings:
+            if grade_id in case.broken:  # its own answer crashes or is wrong: 0, and no finding
+                assert (t.points, t.finding) == (0, ""), (case.student, grade_id, t.status, t.reason)
+            elif grade_id in case.findings:
                 assert t.points == 0 and t.status == "failed", (case.student, grade_id, t)
                 assert case.findings[grade_id] in t.finding, (case.student, grade_id, t.finding)
                 # the reason quotes the visible check's warning (check_rules, in the kernel) or the grader's
                 assert t.finding.split(" (")[0] in t.reason, (case.student, grade_id, t.reason)
             else:
                 assert (t.points, t.finding) == (full, ""), (case.student, grade_id, t.status, t.reason)
-        expected = sum(full for g, full in points.items() if g not in case.findings)
+        expected = sum(full for g, full in points.items() if g not in case.findings and g not in case.broken)
         assert result.score == expected, (case.student, result.score, expected)
 
 

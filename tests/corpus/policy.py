@@ -2,9 +2,10 @@
 
 Per assignment, a few notebooks that each combine several functions' attacks (each function is scored
 independently): library one-liners, an alias made in another cell, an obfuscated call that only the
-runtime record sees, a loop where the notebook forbids loops, and an honest solution that uses allowed
-helpers. :data:`CASES` says which tests each must fail with a policy finding; every other test earns its
-full points (the rest of the notebook is the reference solution).
+runtime record sees, a loop where the notebook forbids loops, an honest solution that uses allowed
+helpers, and broken building blocks (one that kills the kernel, one that is wrong). :data:`CASES` says
+which tests each must fail with a policy finding (``findings``) and which must fail without one
+(``broken``); every other test earns its full points (the rest of the notebook is the reference solution).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 
 import nbformat
 
-from autograder.batch.samples import correct_submission, with_answer_body
+from autograder.batch.samples import CRASH_BODY, correct_submission, with_answer_body, wrong_body
 from tests.corpus.build import without_demo_cells
 
 
@@ -27,6 +28,11 @@ class PolicyCase:
     bodies: dict[str, str] = field(default_factory=dict)
     after: dict[str, str] = field(default_factory=dict)
     findings: dict[str, str] = field(default_factory=dict)  # grade_id -> text of the expected finding
+    broken: tuple[str, ...] = ()  # grade_ids that must score 0 without a finding (their own answer is broken)
+
+
+#: A body that stands for the spec's first wrong answer (``autograder.batch.samples.wrong_body``).
+WRONG = "<the spec's first wrong answer>"
 
 
 _LOOPY_BOX_IOU = """
@@ -99,16 +105,40 @@ CASES = [
                                  "exec('from captum.attr import ' + 'Sal' + 'iency as S', scope)\n"
                                  "model.eval()\n"
                                  "return scope['S'](model).attribute(X, target=y, abs=True).max(dim=1).values",
-    }, findings={
+        # an alias made in another cell
+        "compute_guided_backprop": "return _captum_attr.GuidedBackprop(model).attribute(X, target=y).abs().amax(dim=1)",
+        # a library one-liner
+        "compute_occlusion_map": "import captum.attr\n"
+                                 "return captum.attr.Occlusion(model).attribute(X, target=y, sliding_window_shapes=("
+                                 "X.shape[1], patch, patch), strides=(X.shape[1], stride, stride), "
+                                 "baselines=baseline).sum(dim=1)",
+    }, after={"compute_saliency_maps": "from captum import attr as _captum_attr"}, findings={
         "test_compute_saliency_maps": "compute_saliency_maps calls captum",
+        "test_compute_guided_backprop": "compute_guided_backprop calls captum.attr.GuidedBackprop",
+        "test_compute_occlusion_map": "compute_occlusion_map calls captum.attr.Occlusion",
     }),
+    # A building block that kills the kernel and one that is wrong: each costs only its own points.
+    PolicyCase("mask_rcnn", "broken-blocks", bodies={"roi_align": CRASH_BODY, "box_iou": WRONG},
+               broken=("test_roi_align", "test_box_iou")),
+    PolicyCase("triplet_embeddings", "broken-blocks", bodies={"pairwise_distances": CRASH_BODY,
+                                                              "contrastive_loss": WRONG},
+               broken=("test_pairwise_distances", "test_contrastive_loss")),
+    PolicyCase("network_visualization", "broken-blocks", bodies={"compute_saliency_maps": CRASH_BODY,
+                                                                 "compute_gradcam": WRONG},
+               broken=("test_compute_saliency_maps", "test_compute_gradcam")),
 ]
+
+
+def case_bodies(case: PolicyCase, source: nbformat.NotebookNode) -> dict[str, str]:
+    """``case.bodies`` with :data:`WRONG` replaced by the spec's first wrong answer."""
+    return {grade_id: wrong_body(case.assignment, source, grade_id) if body == WRONG else body
+            for grade_id, body in case.bodies.items()}
 
 
 def policy_notebook(case: PolicyCase, source: nbformat.NotebookNode, release: nbformat.NotebookNode) -> str:
     """The file content of ``case``'s submission (demo cells dropped to keep the batch fast)."""
     nb = without_demo_cells(correct_submission(source, release))
-    for grade_id, body in case.bodies.items():
+    for grade_id, body in case_bodies(case, source).items():
         nb = with_answer_body(nb, source, grade_id, body)
     nb = copy.deepcopy(nb)
     for grade_id, line in case.after.items():
