@@ -1,7 +1,7 @@
 """The kit's grading side: hidden tests, reference outputs and the grading CLI.
 
 This package is never part of a student release. Hidden test cells in the source
-notebooks call into :mod:`autograder.hidden_tests`; reference solutions are read from the
+notebooks call into :mod:`autograder.specs`; reference solutions are read from the
 source notebooks themselves (:mod:`autograder.judging.solutions`), and reference outputs on
 fixed inputs are stored under ``autograder/references`` (:mod:`autograder.judging.references`).
 """

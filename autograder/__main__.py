@@ -32,7 +32,7 @@ DEFAULT_OUT = "grading_out"
 def cmd_references(args: argparse.Namespace) -> int:
     from autograder.judging.references import regenerate
 
-    names = args.assignments or [a for a in assignments() if _has_grade_module(a)]
+    names = args.assignments or [a for a in assignments() if _has_specs(a)]
     changed = 0
     for name in names:
         result = regenerate(name, write=not args.check)
@@ -179,10 +179,10 @@ def cmd_similarity(args: argparse.Namespace) -> int:
     return 0
 
 
-def _has_grade_module(name: str) -> bool:
+def _has_specs(name: str) -> bool:
     import importlib.util
 
-    return importlib.util.find_spec(f"autograder.hidden_tests.{name}") is not None
+    return importlib.util.find_spec(f"autograder.specs.{name}") is not None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -285,10 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_manual_parser(sub, DEFAULT_OUT)
 
     p = sub.add_parser("demo", help="release, sample submissions, parallel grading (offline)",
-                       description="Build every assignment's release (those with an autograder/grade module), "
+                       description="Build every assignment's release (those with specs), "
                                    "make four sample submissions each (correct, blank, one wrong function, one "
                                    "that crashes its kernel halfway), grade them in parallel and print the table.")
-    p.add_argument("assignments", nargs="*", help="assignments (default: all with an autograder/grade module)")
+    p.add_argument("assignments", nargs="*", help="assignments (default: all with specs)")
     p.add_argument("--out", help="working folder (default: a new temporary folder)")
     p.add_argument("--jobs", "-j", type=int, default=None, help="submissions graded at once (default: CPU cores)")
     p.set_defaults(func=cmd_demo)

@@ -34,7 +34,7 @@ def example_release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     return build_release("example", tmp_path_factory.mktemp("example_release"))
 
 
-def test_release_contains_no_solution_code_hidden_tests_or_reference_files(example_release) -> None:
+def test_release_contains_no_solution_code_hidden_test_or_reference_files(example_release) -> None:
     course, notebook = example_release
     text = notebook.read_text()
     for forbidden in ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS", "autograder", "judge_client",

@@ -30,7 +30,7 @@ from torch import nn
 import autograder.judging.judge as judge
 from autograder import assignments, source_notebook
 from autograder.judging.solutions import answer_cells, load_solutions, variant
-from autograder.judging.spec import GradedFunction, hidden_test_module, load_specs
+from autograder.judging.spec import GradedFunction, load_specs, spec_module
 from autograder.notebook_format import SOLUTION_REGION
 
 #: Specs for which a float32 student makes no sense, with the reason.
@@ -44,7 +44,7 @@ def _spec_assignments() -> list[str]:
     found = []
     for a in assignments():
         try:
-            if hasattr(hidden_test_module(a), "SPECS"):
+            if hasattr(spec_module(a), "SPECS"):
                 found.append(a)
         except KeyError:
             continue

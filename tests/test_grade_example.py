@@ -38,7 +38,7 @@ def test_reference_solutions_match_independent_peers() -> None:
         assert sol.top_k_accuracy(x, y, k) == pytest.approx(expected, abs=1e-6)
 
 
-def test_reference_passes_its_own_hidden_tests() -> None:
+def test_reference_passes_every_hidden_test() -> None:
     judge_in_process("example", sol.softmax)
     judge_in_process("example", sol.top_k_accuracy)
 

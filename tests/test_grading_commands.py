@@ -145,7 +145,7 @@ def test_gradescope_bundle_grades_one_submission_in_a_faked_autograder_root(tmp_
     with zipfile.ZipFile(bundle) as zf:
         names = zf.namelist()
         zf.extractall(root / "source")
-    assert {"setup.sh", "run_autograder", "autograder/hidden_tests/example.py", "autograder/references/example.pt",
+    assert {"setup.sh", "run_autograder", "autograder/specs/example.py", "autograder/references/example.pt",
             "autograder/execution/sandbox.sh", "cs_lib/checks.py", "cs_lib/grading/judge_client.py",
             "assignments/source/example/example.ipynb"} <= set(names)
     course = make_course_dir(tmp_path / "course", ["example"])

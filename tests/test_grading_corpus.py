@@ -101,7 +101,7 @@ def test_gradebook_is_an_nbgrader_gradebook_with_every_submission(graded) -> Non
         assert gb.find_submission("example", "bigalloc").score == expected["bigalloc"] < FULL
 
 
-def test_feedback_never_shows_hidden_tests(graded) -> None:
+def test_feedback_never_shows_a_hidden_test(graded) -> None:
     run, _ = graded
     source = nbformat.read(source_notebook("example"), as_version=4)
     secrets = {line for line in hidden_lines(source) if len(line) > 8}

@@ -16,7 +16,7 @@ from autograder import source_notebook
 from autograder.batch.samples import CRASH_BODY, correct_submission, with_answer_body, wrong_body
 from autograder.batch.submissions import discover, student_from_filename, timestamp_from_filename
 from autograder.execution.isolation import MemoryWatchdog, exit_description, parse_size, process_tree_rss
-from autograder.execution.redact import hidden_lines, scrub_traceback, strip_hidden_tests
+from autograder.execution.redact import hidden_lines, scrub_traceback, strip_hidden_test_regions
 from autograder.execution.tampering import inspect_cells, notebook_problem, restore_metadata
 from autograder.releasing.metadata_check import MetadataError, check_source, problems
 from tests.nbutil import graded_points, max_score
@@ -159,9 +159,9 @@ SOURCE = "check(x)\n### BEGIN HIDDEN TESTS\nfrom cs_lib.grading.judge_client imp
          "judge(\"example\", softmax)\n### END HIDDEN TESTS\n"
 
 
-def test_strip_hidden_tests_removes_the_region_and_an_unterminated_one() -> None:
-    assert strip_hidden_tests(SOURCE) == "check(x)"
-    assert strip_hidden_tests("a\n### BEGIN HIDDEN TESTS\nsecret()") == "a"
+def test_strip_hidden_test_regions_removes_the_region_and_an_unterminated_one() -> None:
+    assert strip_hidden_test_regions(SOURCE) == "check(x)"
+    assert strip_hidden_test_regions("a\n### BEGIN HIDDEN TESTS\nsecret()") == "a"
 
 
 def test_scrub_traceback_drops_grader_frames_and_hidden_lines() -> None:
@@ -173,7 +173,7 @@ def test_scrub_traceback_drops_grader_frames_and_hidden_lines() -> None:
         "      5 ### END HIDDEN TESTS",
         "File \x1b[32m/somewhere/site-packages/cs_lib/grading/judge_client.py:60\x1b[39m, in judge(assignment, fn)\n"
         "     59 if not request[\"passed\"]:\n---> 60     raise AssertionError(request[\"message\"])",
-        "File \x1b[32m/somewhere/site-packages/autograder/hidden_tests/example.py:43\x1b[39m, in softmax(f)\n"
+        "File \x1b[32m/somewhere/site-packages/autograder/specs/example.py:43\x1b[39m, in softmax(f)\n"
         "     42 ref = load_solutions(ASSIGNMENT).softmax\n---> 43 check_cases(...)",
         "Cell In[2], line 3, in softmax(scores)\n      2 def softmax(scores):\n----> 3     return scores",
         "\x1b[31mAssertionError\x1b[39m: softmax: 5 of 6 elements differ",

@@ -16,7 +16,7 @@ from autograder import assignments, source_notebook
 from autograder.judging.judge import LocalChannel, RemoteFunction, run_test
 from autograder.judging.references import load_reference
 from autograder.judging.solutions import load_solutions, variant
-from autograder.judging.spec import hidden_test_module, load_specs
+from autograder.judging.spec import load_specs, spec_module
 from autograder.notebook_format import grade_id_of, is_test_cell
 
 
@@ -24,7 +24,7 @@ def _spec_assignments() -> list[str]:
     found = []
     for a in assignments():
         try:
-            if hasattr(hidden_test_module(a), "SPECS"):
+            if hasattr(spec_module(a), "SPECS"):
                 found.append(a)
         except KeyError:
             continue
@@ -41,7 +41,7 @@ def _verdict(assignment: str, name: str, fn):  # noqa: ANN001, ANN202
     return run_test(assignment, spec, RemoteFunction(name, LocalChannel(fn), spec.adapter))
 
 
-def test_every_assignment_with_hidden_tests_declares_specs() -> None:
+def test_every_assignment_with_a_spec_module_declares_specs() -> None:
     assert set(SPEC_ASSIGNMENTS) >= {"example"}, SPEC_ASSIGNMENTS
 
 
@@ -85,7 +85,7 @@ def test_every_graded_test_cell_has_a_spec_and_hands_its_function_to_the_judge(a
 
 @pytest.mark.parametrize("assignment", SPEC_ASSIGNMENTS)
 def test_stored_references_hold_exactly_the_specs_with_cases(assignment: str) -> None:
-    module = hidden_test_module(assignment)
+    module = spec_module(assignment)
     if hasattr(module, "make_references"):
         pytest.skip(f"{assignment} builds its own stored cases (make_references)")
     with_cases = {n for n, s in load_specs(assignment).items() if s.cases is not None}

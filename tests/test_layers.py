@@ -9,7 +9,7 @@ Every import statement counts: at module level and inside functions (lazy import
 resolved; an import under ``if TYPE_CHECKING:`` does not (it never runs). ``import a.b.c`` and
 ``from a.b import c`` name the module ``a.b.c`` (or ``a.b`` when ``c`` is not a module); the packages'
 ``__init__.py`` that Python runs on the way are not counted. Modules loaded by name
-(``importlib.import_module``, as the judge loads ``autograder.hidden_tests``) are not imports here.
+(``importlib.import_module``, as the judge loads ``autograder.specs``) are not imports here.
 
 For a human: ``python tests/test_layers.py`` prints the current edges between the layers' packages with
 their layers, the upward ones marked; ``--modules`` prints the module-level edges.

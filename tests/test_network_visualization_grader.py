@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autograder.hidden_tests import network_visualization as hidden
 from autograder.judging.judge import judge_in_process
 from autograder.judging.references import build_reference, compare_cases, load_reference, reference_path
 from autograder.judging.solutions import load_solutions
+from autograder.specs import network_visualization as hidden
 
 ASSIGNMENT = "network_visualization"
 
@@ -574,7 +574,7 @@ def test_stored_references_are_reproduced_by_the_notebook_solutions() -> None:
     assert reference_path(ASSIGNMENT).stat().st_size < 1_000_000
 
 
-def test_hidden_tests_do_not_use_the_notebook_global_model() -> None:
+def test_specs_do_not_use_the_notebook_global_model() -> None:
     import inspect
 
     source = inspect.getsource(hidden)

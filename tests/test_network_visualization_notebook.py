@@ -68,7 +68,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return build_release(ASSIGNMENT, tmp_path_factory.mktemp("network_visualization_release"))
 
 
-def test_release_contains_no_solution_code_hidden_tests_or_answers(release) -> None:
+def test_release_contains_no_solution_code_hidden_test_or_answers(release) -> None:
     course, notebook = release
     text = notebook.read_text()
     for forbidden in ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS", "autograder", "judge_client",

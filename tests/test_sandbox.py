@@ -37,7 +37,7 @@ for path in secrets["files"]:
             reached.append(f"{how} {path}")
         except OSError:
             pass
-for module in ("autograder", "autograder.judging.solutions", "autograder.hidden_tests.example"):
+for module in ("autograder", "autograder.judging.solutions", "autograder.specs.example"):
     try:
         importlib.import_module(module)
         reached.append(f"import {module}")
@@ -101,7 +101,7 @@ def test_kernel_sandbox_hides_every_secret_path(plan: sandbox.SandboxPlan, tmp_p
         *(str(p) for p in sorted((REPO_ROOT / "assignments" / "source").rglob("*.ipynb"))),
         str(REPO_ROOT / "autograder" / "judging" / "judge.py"),
         str(REPO_ROOT / "autograder" / "judging" / "solutions.py"),
-        str(REPO_ROOT / "autograder" / "hidden_tests" / "example.py"),
+        str(REPO_ROOT / "autograder" / "specs" / "example.py"),
         str(REPO_ROOT / "autograder" / "references" / "example.pt"),
         str(course / "gradebook.db"), str(other), str(feedback),
     ]}

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from autograder import source_notebook
-from autograder.hidden_tests import style_transfer as grade
 from autograder.judging.judge import judge_in_process
 from autograder.judging.solutions import answer_cells, load_solutions
+from autograder.specs import style_transfer as grade
 
 ASSIGNMENT = "style_transfer"
 
@@ -293,7 +293,7 @@ def test_hidden_test_rejects_a_common_wrong_loss_with_its_hint(name: str, wrong:
         judge(name, wrong)
 
 
-def test_hidden_tests_reject_the_release_stubs() -> None:
+def test_every_hidden_test_rejects_the_release_stubs() -> None:
     def stub(*args, **kwargs):
         raise NotImplementedError()
 

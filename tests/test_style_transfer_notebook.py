@@ -44,7 +44,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return build_release(ASSIGNMENT, tmp_path_factory.mktemp("style_transfer_release"))
 
 
-def test_release_contains_no_solution_code_hidden_tests_or_references(release) -> None:
+def test_release_contains_no_solution_code_hidden_test_or_references(release) -> None:
     _, notebook = release
     text = notebook.read_text()
     for forbidden in ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS", "autograder", "judge_client",

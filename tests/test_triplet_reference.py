@@ -26,8 +26,8 @@ from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from sklearn.neighbors import NearestNeighbors
 
 from autograder import source_notebook
-from autograder.hidden_tests import triplet_embeddings as spec_module
 from autograder.judging.solutions import load_solutions
+from autograder.specs import triplet_embeddings as spec_module
 
 F64 = torch.float64
 #: The training test's recipe: Adam with a one-cycle schedule. 400 steps reached Recall@1 0.987 in 34 s of CPU

@@ -1,7 +1,7 @@
 """``python -m autograder demo``: release, sample submissions, parallel grading, the grade table.
 
-Every assignment that has a source notebook *and* a hidden-test module
-``autograder/hidden_tests/<assignment>.py`` takes part (:func:`demo_assignments`), so a new
+Every assignment that has a source notebook *and* a spec module
+``autograder/specs/<assignment>.py`` takes part (:func:`demo_assignments`), so a new
 assignment joins the demo without code changes. For each, four students submit:
 
 - ``correct``: the reference solutions (full marks);
@@ -41,15 +41,15 @@ from autograder.batch.samples import (
 )
 from autograder.execution import sandbox
 from autograder.execution.limits import Limits
-from autograder.judging.spec import hidden_test_module
+from autograder.judging.spec import spec_module
 from autograder.notebook_format import grade_id_of, is_answer_cell
 from autograder.releasing.bundle import build_bundle
 from autograder.releasing.course import generate_assignment, make_course_dir
 
 
 def demo_assignments() -> list[str]:
-    """Assignments with a source notebook and an ``autograder/hidden_tests/<name>.py`` module."""
-    return [a for a in assignments() if importlib.util.find_spec(f"autograder.hidden_tests.{a}") is not None]
+    """Assignments with a source notebook and an ``autograder/specs/<name>.py`` module."""
+    return [a for a in assignments() if importlib.util.find_spec(f"autograder.specs.{a}") is not None]
 
 
 def building_blocks(source: nbformat.NotebookNode, ids: list[str]) -> list[str]:
@@ -73,11 +73,11 @@ def sample_submissions(assignment: str, source: nbformat.NotebookNode,
     samples = {"correct": correct, "blank": blank_submission(release)}
     if ids:
         blocks = building_blocks(source, ids)
-        declared = getattr(hidden_test_module(assignment), "DEMO_WRONG_SAMPLE", None)
+        declared = getattr(spec_module(assignment), "DEMO_WRONG_SAMPLE", None)
         wrong = declared if declared in ids else (blocks[0] if blocks else ids[0])
         samples[f"wrong-{wrong}"] = with_answer_body(correct, source, wrong, wrong_body(assignment, source, wrong))
         others = [b for b in blocks if b != wrong]
-        declared = getattr(hidden_test_module(assignment), "DEMO_CRASH_SAMPLE", None)
+        declared = getattr(spec_module(assignment), "DEMO_CRASH_SAMPLE", None)
         crash = declared if declared in ids else (others[0] if others else ids[len(ids) // 2])
         samples[f"crash-{crash}"] = with_answer_body(correct, source, crash, CRASH_BODY)
     return samples
@@ -104,7 +104,7 @@ def run_demo(out: Path | None = None, jobs: int | None = None, limits: Limits | 
         shutil.rmtree(work)
     names = names or demo_assignments()
     if not names:
-        raise FileNotFoundError("no assignment has both a source notebook and an autograder/hidden_tests module")
+        raise FileNotFoundError("no assignment has both a source notebook and an autograder/specs module")
     course = make_course_dir(work / "course", names)
     for name in names:
         print(f"[{name}] building the student release and bundle ...", flush=True)

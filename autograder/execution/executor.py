@@ -76,7 +76,7 @@ from autograder.execution.isolation import (
 )
 from autograder.execution.limits import DEFAULTS
 from autograder.execution.records import raised
-from autograder.execution.redact import strip_hidden_tests
+from autograder.execution.redact import strip_hidden_test_regions
 from autograder.notebook_format import BEGIN_HIDDEN, END_HIDDEN, grade_id_of, is_answer_cell, is_graded, is_test_cell
 
 #: ``ename`` of the error outputs this step adds.
@@ -551,7 +551,7 @@ class ResilientExecute(Execute):
             if remaining <= 0:
                 break
             scratch = copy.deepcopy(original)
-            scratch.source = strip_hidden_tests(scratch.source)
+            scratch.source = strip_hidden_test_regions(scratch.source)
             self.timeout = max(1, int(min(remaining, self._cell_timeout or remaining) + 0.999))
             self._output_used[index] = 0
             self._timed_out = False

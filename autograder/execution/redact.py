@@ -5,7 +5,7 @@ before running them. Feedback built from it must not show them (nbgrader#917, #1
 neither may the tracebacks of failed hidden tests, which quote the hidden lines and the
 grading code around them. This module works on plain strings and lists:
 
-- :func:`strip_hidden_tests` removes each ``### BEGIN HIDDEN TESTS`` ... ``### END HIDDEN
+- :func:`strip_hidden_test_regions` removes each ``### BEGIN HIDDEN TESTS`` ... ``### END HIDDEN
   TESTS`` region from a cell source (an unterminated region is removed to the end);
 - :func:`hidden_lines` collects the lines of those regions in a notebook;
 - :func:`scrub_traceback` drops the frames of files inside the ``autograder`` package and,
@@ -26,7 +26,7 @@ from autograder.notebook_format import BEGIN_HIDDEN, END_HIDDEN
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 # Frames of the grading code, wherever a copy of the package lives (a Gradescope image, say).
-_GRADER_FILE = re.compile(r"[/\\]autograder[/\\](hidden_tests|judging|__init__\.py)"
+_GRADER_FILE = re.compile(r"[/\\]autograder[/\\](specs|judging|__init__\.py)"
                           r"|[/\\]cs_lib[/\\]grading[/\\]judge_client\.py")
 _CELL_FRAME = re.compile(r"^\s*(Cell In\s*\[|Input In\s*\[|<ipython-input-)")
 _FILE_FRAME = re.compile(r"^\s*File\s")
@@ -40,7 +40,7 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
 
 
-def strip_hidden_tests(source: str) -> str:
+def strip_hidden_test_regions(source: str) -> str:
     """``source`` without its hidden-test regions (delimiter lines included)."""
     kept, hiding = [], False
     for line in source.split("\n"):

@@ -26,7 +26,7 @@ import nbformat
 from nbformat import NotebookNode
 from nbgrader.preprocessors import NbGraderPreprocessor
 
-from autograder.execution.redact import hidden_lines, scrub_text, scrub_traceback, strip_hidden_tests
+from autograder.execution.redact import hidden_lines, scrub_text, scrub_traceback, strip_hidden_test_regions
 from autograder.notebook_format import BEGIN_HIDDEN, END_HIDDEN
 
 
@@ -56,7 +56,7 @@ class HideHiddenTests(NbGraderPreprocessor):
 
     def preprocess_cell(self, cell: NotebookNode, resources: Any, index: int) -> tuple[NotebookNode, Any]:
         if BEGIN_HIDDEN in cell.source or END_HIDDEN in cell.source:
-            cell.source = strip_hidden_tests(cell.source)
+            cell.source = strip_hidden_test_regions(cell.source)
         return cell, resources
 
 
@@ -100,7 +100,7 @@ def generate_feedback(course: Path, assignment: str, student: str,
     for notebook in notebooks:
         page = course / "feedback" / student / assignment / f"{notebook.stem}.html"
         graded_nb = nbformat.read(notebook, as_version=4)
-        visible = {line.strip() for c in graded_nb.cells for line in strip_hidden_tests(c.source).split("\n")}
+        visible = {line.strip() for c in graded_nb.cells for line in strip_hidden_test_regions(c.source).split("\n")}
         found = leaks(page.read_text(encoding="utf-8"), hidden_lines(graded_nb) - visible)
         if found:
             page.unlink()

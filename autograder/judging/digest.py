@@ -1,7 +1,7 @@
 """What grades an assignment, fingerprinted: the batch stops if it changes while grading.
 
 The judge in every grading process loads the assignment's solutions from the source notebook, its specs
-from ``autograder/hidden_tests/<a>.py`` and its stored cases from ``autograder/references/<a>.pt``.
+from ``autograder/specs/<a>.py`` and its stored cases from ``autograder/references/<a>.pt``.
 :func:`grader_digest` hashes those three files when a batch starts; :func:`verify` checks them again
 before a grading process judges anything, so that no submission is ever graded against files that were
 changed (by an editor, a ``git pull``, or anything else) halfway through a batch. A mismatch raises
@@ -22,14 +22,14 @@ class GraderFilesChanged(RuntimeError):
 
 
 def grader_files(assignment: str) -> list[Path | None]:
-    """The source notebook, hidden-test module and reference file of ``assignment`` (None where absent)."""
-    spec = importlib.util.find_spec(f"autograder.hidden_tests.{assignment}")
+    """The source notebook, spec module and reference file of ``assignment`` (None where absent)."""
+    spec = importlib.util.find_spec(f"autograder.specs.{assignment}")
     return [source_notebook(assignment), Path(spec.origin) if spec and spec.origin else None,
             REPO_ROOT / "autograder" / "references" / f"{assignment}.pt"]
 
 
 def grader_digest(assignment: str) -> str:
-    """SHA-256 of what grades ``assignment``: its source notebook, hidden-test module and reference file."""
+    """SHA-256 of what grades ``assignment``: its source notebook, spec module and reference file."""
     h = hashlib.sha256()
     for path in grader_files(assignment):
         data = path.read_bytes() if path and path.exists() else b""

@@ -30,7 +30,7 @@ import torch
 from autograder.judging.policy import Finding, runtime_findings, runtime_prefixes, static_findings
 from autograder.judging.references import load_reference
 from autograder.judging.solutions import load_solutions, variant
-from autograder.judging.spec import GradedFunction, forbidden_of, hidden_test_module, load_specs, spec_for_grade_id
+from autograder.judging.spec import GradedFunction, forbidden_of, load_specs, spec_for_grade_id, spec_module
 from autograder.judging.toolkit import BUILTIN_ERRORS, Failure, StudentError, fresh_generator, run_spec
 from cs_lib.grading import wire
 from cs_lib.grading.judge_client import encode_reply, handle, recv_frame, send_frame
@@ -244,7 +244,7 @@ def warm_up(assignments: Iterable[str]) -> None:
             except (KeyError, AttributeError):
                 continue
             load_solutions(assignment)
-            own_warm_up = getattr(hidden_test_module(assignment), "warm_up", None)
+            own_warm_up = getattr(spec_module(assignment), "warm_up", None)
             if callable(own_warm_up):  # models and stand-ins a module builds once
                 own_warm_up()
             for spec in specs.values():
@@ -269,7 +269,7 @@ def judge_in_process(assignment: str, fn: Callable[..., Any]) -> None:
     name = getattr(fn, "__name__", "")
     specs = load_specs(assignment)
     if name not in specs:
-        raise KeyError(f"autograder/hidden_tests/{assignment}.py has no spec for '{name}'; have {sorted(specs)}")
+        raise KeyError(f"autograder/specs/{assignment}.py has no spec for '{name}'; have {sorted(specs)}")
     spec = specs[name]
     policies = {n: (forbidden_of(assignment, s), s.loops_allowed) for n, s in specs.items()}
     findings = function_findings(fn, policies, name)  # no notebook here: the live function's source

@@ -1,7 +1,7 @@
 """What a graded function may not use, found from the submitted source and from what ran.
 
 Each spec declares a policy (:attr:`autograder.judging.spec.GradedFunction.forbidden` and
-``loops_allowed``; defaults per assignment in ``DEFAULT_FORBIDDEN`` of its hidden-test module). Two
+``loops_allowed``; defaults per assignment in ``DEFAULT_FORBIDDEN`` of its spec module). Two
 independent sources of findings, both outside the student's reach:
 
 1. **Static** (:func:`static_findings`): every code cell of the submission is parsed (never run) in

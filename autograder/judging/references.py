@@ -1,6 +1,6 @@
 """Stored reference outputs for the hidden tests, and their regeneration.
 
-Each assignment's hidden-test module (:mod:`autograder.hidden_tests.<assignment>`) declares
+Each assignment's spec module (:mod:`autograder.specs.<assignment>`) declares
 ``SPECS``; the ``cases`` of each spec, drawn with ``REFERENCE_SEED``, and the reference solution's
 outputs on them become ``{function_name: [{"inputs": {...}, "output": ...}, ...]}``
 (:func:`spec_cases`). The cases are stored in ``autograder/references/<assignment>.pt``
@@ -52,7 +52,7 @@ def build_reference(assignment: str) -> dict[str, Any]:
 
     from autograder.judging.solutions import load_solutions
 
-    module = importlib.import_module(f"autograder.hidden_tests.{assignment}")
+    module = importlib.import_module(f"autograder.specs.{assignment}")
     cases = spec_cases(module, load_solutions(assignment)) if hasattr(module, "SPECS") else {}
     if hasattr(module, "make_references"):  # cases a Call cannot hold (models, stored as state_dicts)
         cases.update(module.make_references(load_solutions(assignment)))
@@ -128,7 +128,7 @@ def regenerate(assignment: str, directory: Path | None = None, write: bool = Tru
         not have (added, not changed: a new spec's cases cannot have moved); and the differences
         beyond the assignment's ``REFERENCE_RTOL``/``REFERENCE_ATOL`` in the others (empty: unchanged).
     """
-    module = importlib.import_module(f"autograder.hidden_tests.{assignment}")
+    module = importlib.import_module(f"autograder.specs.{assignment}")
     path = reference_path(assignment, directory)
     new = build_reference(assignment)
     result = Regenerated(path, new=True)

@@ -1,6 +1,6 @@
 """One declaration per graded function: what the judge calls, compares and diagnoses.
 
-Each ``autograder/hidden_tests/<assignment>.py`` defines ``ASSIGNMENT``, ``REFERENCE_SEED`` and
+Each ``autograder/specs/<assignment>.py`` defines ``ASSIGNMENT``, ``REFERENCE_SEED`` and
 ``SPECS``, a tuple of :class:`GradedFunction`. Everything else (calling the student in the kernel,
 comparing, diagnosing, messages, model-state checks) lives once in :mod:`autograder.judging.toolkit`,
 and :mod:`autograder.judging.references`, the demo's samples and the generic tests iterate over
@@ -119,17 +119,17 @@ class GradedFunction:
         return f"test_{self.name}"
 
 
-def hidden_test_module(assignment: str) -> ModuleType:
-    """``autograder.hidden_tests.<assignment>``.
+def spec_module(assignment: str) -> ModuleType:
+    """``autograder.specs.<assignment>``.
 
     Raises:
         KeyError: when the assignment has no hidden tests.
     """
     try:
-        return importlib.import_module(f"autograder.hidden_tests.{assignment}")
+        return importlib.import_module(f"autograder.specs.{assignment}")
     except ModuleNotFoundError as exc:
-        if exc.name == f"autograder.hidden_tests.{assignment}":
-            raise KeyError(f"no hidden tests for assignment '{assignment}' (autograder/hidden_tests/{assignment}.py)"
+        if exc.name == f"autograder.specs.{assignment}":
+            raise KeyError(f"no hidden tests for assignment '{assignment}' (autograder/specs/{assignment}.py)"
                            ) from None
         raise
 
@@ -137,10 +137,10 @@ def hidden_test_module(assignment: str) -> ModuleType:
 @functools.cache
 def load_specs(assignment: str) -> dict[str, GradedFunction]:
     """``{function name: spec}`` of ``assignment``, in notebook order."""
-    module = hidden_test_module(assignment)
+    module = spec_module(assignment)
     specs = {spec.name: spec for spec in module.SPECS}
     if len(specs) != len(module.SPECS):
-        raise ValueError(f"autograder/hidden_tests/{assignment}.py declares a function twice")
+        raise ValueError(f"autograder/specs/{assignment}.py declares a function twice")
     return specs
 
 
@@ -164,7 +164,7 @@ def forbidden_of(assignment: str, spec: GradedFunction) -> tuple[str, ...]:
     """What ``spec``'s function may not use: its own ``forbidden``, else the assignment's default."""
     if spec.forbidden is not None:
         return spec.forbidden
-    return tuple(getattr(hidden_test_module(assignment), "DEFAULT_FORBIDDEN", ()))
+    return tuple(getattr(spec_module(assignment), "DEFAULT_FORBIDDEN", ()))
 
 
 def spec_for_grade_id(assignment: str, grade_id: str) -> GradedFunction | None:
