@@ -31,8 +31,9 @@ DEFAULT_OUT = "grading_out"
 
 def cmd_references(args: argparse.Namespace) -> int:
     from autograder.judging.references import regenerate
+    from autograder.judging.spec import assignments_with_specs
 
-    names = args.assignments or [a for a in assignments() if _has_specs(a)]
+    names = args.assignments or assignments_with_specs()
     changed = 0
     for name in names:
         result = regenerate(name, write=not args.check)
@@ -177,12 +178,6 @@ def cmd_similarity(args: argparse.Namespace) -> int:
         print(summary_table(run))
         print(f"report: {paths['index']}; pairs: {paths['csv']}; written answers: {paths['markdown_csv']}")
     return 0
-
-
-def _has_specs(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(f"autograder.specs.{name}") is not None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,15 +35,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autograder import source_notebook  # noqa: E402
-from autograder.batch.demo import demo_assignments  # noqa: E402
 from autograder.batch.samples import correct_submission  # noqa: E402
 from autograder.execution.nbgrader_run import kit_environment, run_nbgrader  # noqa: E402
+from autograder.judging.spec import assignments_with_specs  # noqa: E402
 from autograder.releasing.course import generate_release, make_course_dir  # noqa: E402
 
 
 def default_assignment() -> str:
     """``network_visualization`` when it can be graded here, else ``example``."""
-    names = demo_assignments()
+    names = assignments_with_specs()
     return "network_visualization" if "network_visualization" in names else "example"
 
 

@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 import autograder.judging.judge as judge
-from autograder import assignments, source_notebook
+from autograder import source_notebook
 from autograder.judging.solutions import answer_cells, load_solutions, variant
-from autograder.judging.spec import GradedFunction, load_specs, spec_module
+from autograder.judging.spec import GradedFunction, assignments_with_specs, load_specs
 from autograder.notebook_format import SOLUTION_REGION
 
 #: Specs for which a float32 student makes no sense, with the reason.
@@ -40,18 +40,7 @@ NOT_FLOATING = {
 }
 
 
-def _spec_assignments() -> list[str]:
-    found = []
-    for a in assignments():
-        try:
-            if hasattr(spec_module(a), "SPECS"):
-                found.append(a)
-        except KeyError:
-            continue
-    return found
-
-
-SPECS = [(a, name) for a in _spec_assignments() for name in load_specs(a)]
+SPECS = [(a, name) for a in assignments_with_specs() for name in load_specs(a)]
 
 
 def _params() -> list[Any]:

@@ -12,26 +12,14 @@ import re
 
 import pytest
 
-from autograder import assignments, source_notebook
+from autograder import source_notebook
 from autograder.judging.judge import LocalChannel, RemoteFunction, run_test
 from autograder.judging.references import load_reference
 from autograder.judging.solutions import load_solutions, variant
-from autograder.judging.spec import load_specs, spec_module
+from autograder.judging.spec import assignments_with_specs, load_specs, spec_module
 from autograder.notebook_format import grade_id_of, is_test_cell
 
-
-def _spec_assignments() -> list[str]:
-    found = []
-    for a in assignments():
-        try:
-            if hasattr(spec_module(a), "SPECS"):
-                found.append(a)
-        except KeyError:
-            continue
-    return found
-
-
-SPEC_ASSIGNMENTS = _spec_assignments()
+SPEC_ASSIGNMENTS = assignments_with_specs()
 FUNCTIONS = [(a, name) for a in SPEC_ASSIGNMENTS for name in load_specs(a)]
 WRONG = [(a, name, w.name) for a in SPEC_ASSIGNMENTS for name, s in load_specs(a).items() for w in s.wrong_answers]
 

@@ -1,7 +1,7 @@
 """``python -m autograder demo``: release, sample submissions, parallel grading, the grade table.
 
 Every assignment that has a source notebook *and* a spec module
-``autograder/specs/<assignment>.py`` takes part (:func:`demo_assignments`), so a new
+``autograder/specs/<assignment>.py`` takes part (:func:`~autograder.judging.spec.assignments_with_specs`), so a new
 assignment joins the demo without code changes. For each, four students submit:
 
 - ``correct``: the reference solutions (full marks);
@@ -19,7 +19,6 @@ non-zero if one differs.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograder import assignments, source_notebook
+from autograder import source_notebook
 from autograder.batch.grading import GradingRun, grade
 from autograder.batch.samples import (
     CRASH_BODY,
@@ -41,15 +40,10 @@ from autograder.batch.samples import (
 )
 from autograder.execution import sandbox
 from autograder.execution.limits import Limits
-from autograder.judging.spec import spec_module
+from autograder.judging.spec import assignments_with_specs, spec_module
 from autograder.notebook_format import grade_id_of, is_answer_cell
 from autograder.releasing.bundle import build_bundle
 from autograder.releasing.course import generate_assignment, make_course_dir
-
-
-def demo_assignments() -> list[str]:
-    """Assignments with a source notebook and an ``autograder/specs/<name>.py`` module."""
-    return [a for a in assignments() if importlib.util.find_spec(f"autograder.specs.{a}") is not None]
 
 
 def building_blocks(source: nbformat.NotebookNode, ids: list[str]) -> list[str]:
@@ -92,7 +86,7 @@ def run_demo(out: Path | None = None, jobs: int | None = None, limits: Limits | 
         jobs: grading processes at a time (default: the number of cores).
         limits: per-submission limits.
         progress: draw a progress bar.
-        names: assignments (default: :func:`demo_assignments`).
+        names: assignments (default: every one with specs).
     """
     limits = limits or Limits()
     plan = sandbox.plan(files=True, network=limits.network_isolation)
@@ -102,7 +96,7 @@ def run_demo(out: Path | None = None, jobs: int | None = None, limits: Limits | 
     work = Path(out) if out else Path(tempfile.mkdtemp(prefix="dlcv-demo-"))
     if out and work.exists():
         shutil.rmtree(work)
-    names = names or demo_assignments()
+    names = names or assignments_with_specs()
     if not names:
         raise FileNotFoundError("no assignment has both a source notebook and an autograder/specs module")
     course = make_course_dir(work / "course", names)

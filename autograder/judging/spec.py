@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -117,6 +118,13 @@ class GradedFunction:
     @property
     def grade_id(self) -> str:
         return f"test_{self.name}"
+
+
+def assignments_with_specs() -> list[str]:
+    """The assignments (source notebooks) that have an ``autograder/specs/<assignment>.py`` module, in order."""
+    from autograder import assignments
+
+    return [a for a in assignments() if importlib.util.find_spec(f"autograder.specs.{a}") is not None]
 
 
 def spec_module(assignment: str) -> ModuleType:
