@@ -14,6 +14,7 @@ inputs drawn at grading time.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import io
@@ -53,6 +54,25 @@ def load_namespace(assignment: str) -> dict[str, Any]:
             name = cell.metadata.get("nbgrader", {}).get("grade_id", "imports")
             exec(compile(cell.source, f"{path.name}:{name}", "exec"), namespace)  # noqa: S102 - our own notebook
     return namespace
+
+
+@functools.cache
+def function_source(assignment: str, name: str) -> str:
+    """The source of the top-level function ``name`` that the notebook's import or answer cells define.
+
+    For a grader stand-in that must be exactly the release's helper (the student sees that helper in the
+    notebook; the grader swaps it back in): one home, the notebook.
+
+    Raises:
+        KeyError: no such function in those cells.
+    """
+    nb = nbformat.read(source_notebook(assignment), as_version=4)
+    for cell in answer_cells(nb):
+        tree = ast.parse(cell.source)
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name == name:
+                return ast.get_source_segment(cell.source, node) + "\n"
+    raise KeyError(f"{assignment}'s notebook defines no function '{name}' in its import or answer cells")
 
 
 @functools.cache

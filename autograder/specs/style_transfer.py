@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autograder.judging.references import load_reference
-from autograder.judging.solutions import load_namespace, variant
+from autograder.judging.solutions import function_source, load_namespace, variant
 from autograder.judging.spec import Call, GradedFunction, WrongAnswer, with_policies
 from autograder.judging.toolkit import Failure, StudentError, clone_args
 from cs_lib.checks import check_close, check_tensor
@@ -518,15 +518,8 @@ def tv_loss(img, tv_weight):
     return tv_weight * (F.smooth_l1_loss(dh, torch.zeros_like(dh), reduction="sum")
                         + F.smooth_l1_loss(dw, torch.zeros_like(dw), reduction="sum"))
 ''',
-    "extract_features": '''
-def extract_features(x, cnn):
-    """The release's helper: every layer's output of a sequential CNN, in order."""
-    features = []
-    for module in cnn:
-        x = module(x)
-        features.append(x)
-    return features
-''',
+    # the release's own helper, from the notebook's helpers cell (one home: the notebook)
+    "extract_features": function_source(ASSIGNMENT, "extract_features"),
 }
 _SEED_NAME = "_grader_seed"
 
