@@ -102,6 +102,18 @@ def test_demo_grades_the_four_samples_as_expected(demo) -> None:
     assert (work / "demo" / "dist" / "example.zip").exists()
 
 
+def test_each_submission_reports_where_its_time_went_without_a_file(demo) -> None:
+    """The executor hands its timing report to the worker in the process (executor.take_report), not in a file."""
+    work, run, _ = demo
+    correct = next(r for r in run.results if r.student == "correct")
+    assert {"setup", "total", "kernel_start", "cells", "judge", "restarts", "peak_rss"} <= set(correct.timings)
+    assert 0 < correct.timings["kernel_start"] < correct.timings["cells"] < correct.timings["total"]
+    assert correct.timings["judge"] > 0 and correct.timings["restarts"] == 0
+    crashed = next(r for r in run.results if r.student.startswith("crash-"))
+    assert crashed.timings["restarts"] >= 1
+    assert not list(work.rglob("execution.json"))
+
+
 def test_grades_csv_equals_plain_nbgrader_where_nbgrader_survives(tmp_path: Path) -> None:
     """Same submissions, same config: ``grade``'s grades.csv is byte-identical to nbgrader's."""
     from autograder.batch.grading import grade

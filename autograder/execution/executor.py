@@ -43,7 +43,7 @@ and afterwards only removes the runtime folders (``shutil.rmtree``, which follow
 
 Each code cell gets ``metadata.autograder = {"outcome": ..., "reason": ..., "verdict": ...}`` (any
 such metadata in the submission is removed first), which :mod:`autograder.batch.results` turns into
-the per-test CSV; timings go to ``report_path``.
+the per-test CSV; timings are kept under ``report_key`` for :func:`take_report` (same process, no file).
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ import tempfile
 import time
 import uuid
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from nbclient.client import NotebookClient
@@ -101,6 +100,15 @@ def error_output(ename: str, evalue: str) -> NotebookNode:
                         traceback=[f"\x1b[0;31m{ename}\x1b[0m: {evalue}"])
 
 
+#: The timing reports of finished runs, by ``report_key``, until the caller in this process takes them.
+_REPORTS: dict[str, dict[str, Any]] = {}
+
+
+def take_report(key: str) -> dict[str, Any] | None:
+    """The timing report that the run configured with ``report_key=key`` kept (once), or None."""
+    return _REPORTS.pop(key, None)
+
+
 class ResilientExecute(Execute):
     """Execute a submission cell by cell, surviving kernel deaths, hangs and memory blow-ups."""
 
@@ -117,7 +125,8 @@ class ResilientExecute(Execute):
                           ).tag(config=True)
     judge_assignment = Unicode("", help="the assignment whose judge decides the test cells (empty: no judge, "
                                         "nbgrader's own rule from the outputs)").tag(config=True)
-    report_path = Unicode("", help="where to write the JSON timing report (empty: nowhere)").tag(config=True)
+    report_key = Unicode("", help="key under which take_report() returns the timing report (empty: not kept)"
+                         ).tag(config=True)
 
     max_processes = Integer(DEFAULTS.processes, help="processes and threads a kernel may have (RLIMIT_NPROC, when "
                                                      "the grader is root and the kernel runs as a uid of its own)"
@@ -213,8 +222,8 @@ class ResilientExecute(Execute):
             shutil.rmtree(self._scratch, ignore_errors=True)
         self._record_missing_verdicts()
         self.set_widgets_metadata()
-        if self.report_path:
-            Path(self.report_path).write_text(json.dumps(report, indent=1))
+        if self.report_key:
+            _REPORTS[self.report_key] = report
         return self.nb, self.resources
 
     def _needed_for_tests(self, cell: NotebookNode) -> bool:

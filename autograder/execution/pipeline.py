@@ -97,7 +97,7 @@ def autograde_preprocessors(strict_stderr: bool = False) -> list[type]:
     return steps
 
 
-def autograde_config(base: Config, limits: Limits, *, judge_assignment: str = "", report_path: str = "") -> Config:
+def autograde_config(base: Config, limits: Limits, *, judge_assignment: str = "", report_key: str = "") -> Config:
     """``base`` (the course's nbgrader config) plus the kit's pipeline and ``limits``."""
     cfg = Config(base)
     cfg.Autograde.autograde_preprocessors = autograde_preprocessors(limits.strict_stderr)
@@ -111,7 +111,7 @@ def autograde_config(base: Config, limits: Limits, *, judge_assignment: str = ""
     cfg.ResilientExecute.max_processes = int(limits.processes)
     cfg.ResilientExecute.network_isolation = bool(limits.network_isolation)
     cfg.ResilientExecute.file_isolation = bool(limits.sandbox)
-    cfg.ResilientExecute.report_path = report_path
+    cfg.ResilientExecute.report_key = report_key
     cfg.ResilientExecute.judge_assignment = judge_assignment
     cfg.ScoreFromVerdicts.strict_stderr = bool(limits.strict_stderr)
     return cfg

@@ -186,7 +186,7 @@ def _run_autograde(root: Path, assignment: str, limits: Limits) -> None:
 
     base = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
     base.CourseDirectory.root = str(root)
-    cfg = autograde_config(base, limits, judge_assignment=assignment, report_path=str(root / "execution.json"))
+    cfg = autograde_config(base, limits, judge_assignment=assignment, report_key=str(root))
     handler = logging.FileHandler(root / "nbgrader.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger = logging.getLogger("traitlets")
@@ -215,12 +215,11 @@ def _db_timestamp(db_url: str, assignment: str) -> str | None:
 
 
 def _timings(root: Path, setup: float, total: float) -> dict[str, float]:
-    import json
+    from autograder.execution.executor import take_report
 
     timings = {"setup": setup, "total": total}
-    report = root / "execution.json"
-    if report.exists():
-        data = json.loads(report.read_text())
+    data = take_report(str(root))  # the executor's report, kept in this process under the course folder's name
+    if data is not None:
         timings["kernel_start"] = float(sum(data.get("kernel_start_seconds", [])))
         timings["cells"] = float(data.get("cell_seconds", 0.0))
         timings["restarts"] = float(data.get("restarts", 0))
