@@ -1,6 +1,6 @@
 """Similarity report speed: ``python -m autograder similarity`` on 300 submissions of network_visualization.
 
-The submissions are generated variants (:mod:`autograder.similarity.samples`): for each graded
+The submissions are generated variants (:mod:`tests.corpus.similarity_samples`): for each graded
 function a student takes one of the implementations there are (the reference, or a hand-written
 style), disguises it (locals renamed, nested functions moved, other comments), and adds a few
 statements of their own between the given ones, so that two students who started from the same
@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from autograder import source_notebook  # noqa: E402
 from autograder.similarity.extract import load_release  # noqa: E402
-from autograder.similarity.samples import (  # noqa: E402
+from tests.corpus.similarity_samples import (  # noqa: E402
     ASSIGNMENT,
     STYLES,
     disguise,

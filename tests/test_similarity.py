@@ -3,7 +3,7 @@
 Students (LMS layout, ``<student>_network_visualization.ipynb``):
 
 - ``indep-a`` and ``indep-b``: independent correct solutions of four functions, written apart
-  (:data:`autograder.similarity.samples.STYLES`, checked against the reference below): not flagged;
+  (:data:`tests.corpus.similarity_samples.STYLES`, checked against the reference below): not flagged;
 - ``copy-of-a``: ``indep-a``'s code with locals renamed, nested functions moved first and other
   comments (and its written answer re-wrapped): flagged with ``indep-a``;
 - ``one-func``: its own saliency and fooling code, and ``indep-b``'s Grad-CAM: flagged with
@@ -44,7 +44,7 @@ from autograder.similarity.compare import flagged_pairs, overlap_tokens, source_
 from autograder.similarity.extract import load_release, own_text
 from autograder.similarity.report import write_report
 from autograder.similarity.run import SimilarityRun, compare_submissions
-from autograder.similarity.samples import (
+from tests.corpus.similarity_samples import (
     ASSIGNMENT,
     OWN_WRITTEN_ANSWER,
     STYLES,

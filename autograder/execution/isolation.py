@@ -20,8 +20,6 @@ import os
 import signal
 import stat
 import threading
-import time
-from collections.abc import Callable
 
 import psutil
 from jupyter_client.manager import AsyncKernelManager
@@ -209,14 +207,3 @@ def exit_description(returncode: int | None) -> str:
                 "SIGBUS": " (bus error)"}.get(name, "")
         return f"the kernel crashed with {name}{hint}"
     return f"the kernel process exited with code {returncode} (os._exit, exit() or a fatal error)"
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; return its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)

@@ -6,9 +6,9 @@ docstrings and given code never count), with copydetect's MOSS-style winnowing o
 - :mod:`autograder.similarity.extract`: each answer cell's own text, the release, known sources;
 - :mod:`autograder.similarity.compare`: fingerprints, the score of every pair, the flagged pairs;
 - :mod:`autograder.similarity.run`: the whole run over a folder or zip of submissions;
-- :mod:`autograder.similarity.report`: ``similarity.csv``, the HTML report, the stdout table;
-- :mod:`autograder.similarity.samples`: varied answers of ``network_visualization`` for the tests
-  and the benchmark.
+- :mod:`autograder.similarity.report`: ``similarity.csv``, the HTML report, the stdout table.
+
+The varied answers that its tests and benchmark grade live in ``tests/corpus/similarity_samples.py``.
 """
 
 #: The share of one side's answers (all, or one graded function's) that must lie in regions the other
