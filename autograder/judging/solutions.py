@@ -18,6 +18,7 @@ import ast
 import contextlib
 import functools
 import io
+import re
 import textwrap
 import types
 from collections.abc import Callable
@@ -76,11 +77,11 @@ def function_source(assignment: str, name: str) -> str:
 
 
 @functools.cache
-def variant(assignment: str, name: str, body: str) -> Callable[..., Any]:
-    """The reference function ``name`` with its solution region replaced by ``body`` (a wrong answer).
+def _answer_cell(assignment: str, name: str) -> tuple[str, re.Match[str]]:
+    """The source of answer cell ``name`` and its (first) solution region.
 
-    The variant runs in a copy of the notebook's namespace, so that it sees the imports and the other
-    reference functions, and its own name resolves to itself.
+    Raises:
+        KeyError: no such answer cell. ValueError: it has no solution region.
     """
     nb = nbformat.read(source_notebook(assignment), as_version=4)
     cells = [c for c in answer_cells(nb) if c.metadata.get("nbgrader", {}).get("grade_id") == name]
@@ -89,8 +90,39 @@ def variant(assignment: str, name: str, body: str) -> Callable[..., Any]:
     match = SOLUTION_REGION.search(cells[0].source)
     if match is None:
         raise ValueError(f"answer cell '{name}' of {assignment} has no solution region")
+    return cells[0].source, match
+
+
+def solution_body(assignment: str, name: str) -> str:
+    """The reference body of answer cell ``name``: the code of its first solution region, flush-left."""
+    _, match = _answer_cell(assignment, name)
+    return textwrap.dedent("\n".join(match.group(0).splitlines()[1:-1])) + "\n"
+
+
+def edited_solution(assignment: str, name: str, *edits: tuple[str, str]) -> str:
+    """:func:`solution_body` with each ``(old, new)`` replaced: one mistake, declared against the reference.
+
+    Raises:
+        ValueError: the reference no longer contains ``old`` (update the wrong answer with the solution).
+    """
+    body = solution_body(assignment, name)
+    for old, new in edits:
+        if old not in body:
+            raise ValueError(f"{assignment}: the wrong answer of {name} expects `{old}` in the reference solution")
+        body = body.replace(old, new)
+    return body
+
+
+@functools.cache
+def variant(assignment: str, name: str, body: str) -> Callable[..., Any]:
+    """The reference function ``name`` with its solution region replaced by ``body`` (a wrong answer).
+
+    The variant runs in a copy of the notebook's namespace, so that it sees the imports and the other
+    reference functions, and its own name resolves to itself.
+    """
+    cell_source, match = _answer_cell(assignment, name)
     indented = textwrap.indent(textwrap.dedent(body).strip("\n"), match.group(1)) + "\n"
-    source = cells[0].source[: match.start()] + indented + cells[0].source[match.end():]
+    source = cell_source[: match.start()] + indented + cell_source[match.end():]
     namespace = dict(load_namespace(assignment))
     exec(compile(source, f"<wrong answer for {name}>", "exec"), namespace)  # noqa: S102 - our own spec
     return namespace[name]

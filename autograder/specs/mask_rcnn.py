@@ -12,40 +12,21 @@ solution is a change to its mistakes; the import fails loudly if a mutation no l
 
 from __future__ import annotations
 
-import textwrap
+import functools
 
-import nbformat
 import torch
 import torchvision
 
-from autograder import source_notebook
-from autograder.judging.solutions import answer_cells
+from autograder.judging.solutions import edited_solution
 from autograder.judging.spec import Call, GradedFunction, WrongAnswer, with_policies
 from autograder.judging.toolkit import Failure
-from autograder.notebook_format import SOLUTION_REGION
 
 ASSIGNMENT = "mask_rcnn"
+#: The reference body of a graded function with ``(old, new)`` edits: a mistake declared against it.
+_edited = functools.partial(edited_solution, ASSIGNMENT)
 REFERENCE_SEED = 2017
 # float64 references: agreement to round-off across machines.
 REFERENCE_RTOL, REFERENCE_ATOL = 1e-9, 1e-9
-
-
-def _solution_body(name: str) -> str:
-    """The reference body of ``name`` (between the solution markers), dedented."""
-    nb = nbformat.read(source_notebook(ASSIGNMENT), as_version=4)
-    cell = next(c for c in answer_cells(nb) if c.metadata.get("nbgrader", {}).get("grade_id") == name)
-    region = SOLUTION_REGION.search(cell.source).group(0)
-    return textwrap.dedent("\n".join(region.splitlines()[1:-1]))
-
-
-def _mutated(name: str, *replacements: tuple[str, str]) -> str:
-    """The reference body of ``name`` with each ``(old, new)`` replaced (each ``old`` must occur)."""
-    body = _solution_body(name)
-    for old, new in replacements:
-        if old not in body:
-            raise ValueError(f"mask_rcnn spec: '{old}' is no longer in the reference {name}; update the wrong answer")
-        body = body.replace(old, new)
-    return body
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -399,16 +380,16 @@ SPECS = (
                   "mistakes differ by > 9e-2",
         wrong_answers=(
             WrongAnswer("+1 convention",
-                        _mutated("box_iou",
+                        _edited("box_iou",
                                  ("boxes1[:, 2] - boxes1[:, 0])", "boxes1[:, 2] - boxes1[:, 0] + 1)"),
                                                   ("boxes1[:, 3] - boxes1[:, 1])", "boxes1[:, 3] - boxes1[:, 1] + 1)"),
                                                   ("boxes2[:, 2] - boxes2[:, 0])", "boxes2[:, 2] - boxes2[:, 0] + 1)"),
                                                   ("boxes2[:, 3] - boxes2[:, 1])", "boxes2[:, 3] - boxes2[:, 1] + 1)"),
                                                   ("(bottom_right - top_left)", "(bottom_right - top_left + 1)")),
                         "the +1 area convention (a box is x2 - x1 wide here, not x2 - x1 + 1)"),
-            WrongAnswer("no clamp", _mutated("box_iou", (".clamp(min=0)", "")),
+            WrongAnswer("no clamp", _edited("box_iou", (".clamp(min=0)", "")),
                         "an intersection whose width and height are not clamped at 0 (disjoint boxes)"),
-            WrongAnswer("union as sum", _mutated("box_iou", ("area2[None, :] - intersection)", "area2[None, :])")),
+            WrongAnswer("union as sum", _edited("box_iou", ("area2[None, :] - intersection)", "area2[None, :])")),
                         "a union of area1 + area2 without subtracting the intersection"),
         ),
     ),
@@ -421,15 +402,15 @@ SPECS = (
                   "logs of ratios of differences); the mistakes differ by > 10",
         wrong_answers=(
             WrongAnswer("(y, x) swapped",
-                        _mutated("encode_boxes",
+                        _edited("encode_boxes",
                                  ("torch.stack([dx, dy, dw, dh]", "torch.stack([dy, dx, dh, dw]")),
                         "boxes read as (y1, x1, y2, x2): x and y swapped"),
             WrongAnswer("weights ignored",
-                        _mutated("encode_boxes",
+                        _edited("encode_boxes",
                                  ("wx, wy, ww, wh = weights", "wx, wy, ww, wh = 1.0, 1.0, 1.0, 1.0")),
                         "ignoring the weights (wx, wy, ww, wh)"),
             WrongAnswer("gt size",
-                        _mutated("encode_boxes",
+                        _edited("encode_boxes",
                                  ("(gt_x - proposal_x) / proposal_w", "(gt_x - proposal_x) / gt_w"),
                                  ("(gt_y - proposal_y) / proposal_h", "(gt_y - proposal_y) / gt_h")),
                         "dividing the center offset by the ground truth's size instead of the proposal's"),
@@ -443,14 +424,14 @@ SPECS = (
         tolerance="float32 arithmetic on the float64 deltas and boxes is off by up to 5e-6 beyond 1e-4 relative "
                   "(500 draws); the mistakes differ by > 600",
         wrong_answers=(
-            WrongAnswer("(y, x) swapped", _mutated("decode_boxes", ("dx = deltas[:, 0] / wx", "dx = deltas[:, 1] / wx"),
+            WrongAnswer("(y, x) swapped", _edited("decode_boxes", ("dx = deltas[:, 0] / wx", "dx = deltas[:, 1] / wx"),
                                                    ("dy = deltas[:, 1] / wy", "dy = deltas[:, 0] / wy"),
                                                    ("torch.clamp(deltas[:, 2] / ww", "torch.clamp(deltas[:, 3] / ww"),
                                                    ("torch.clamp(deltas[:, 3] / wh", "torch.clamp(deltas[:, 2] / wh")),
                         "deltas read as (dy, dx, dh, dw): x and y swapped"),
-            WrongAnswer("no clamp", _mutated("decode_boxes", ("max=math.log(1000.0 / 16)", "max=math.inf")),
+            WrongAnswer("no clamp", _edited("decode_boxes", ("max=math.log(1000.0 / 16)", "max=math.inf")),
                         "dw and dh not clamped at log(1000 / 16) before exp"),
-            WrongAnswer("weights multiplied", _mutated("decode_boxes", ("deltas[:, 0] / wx", "deltas[:, 0] * wx"),
+            WrongAnswer("weights multiplied", _edited("decode_boxes", ("deltas[:, 0] / wx", "deltas[:, 0] * wx"),
                                                        ("deltas[:, 1] / wy", "deltas[:, 1] * wy"),
                                                        ("deltas[:, 2] / ww", "deltas[:, 2] * ww"),
                                                        ("deltas[:, 3] / wh", "deltas[:, 3] * wh")),
@@ -464,13 +445,13 @@ SPECS = (
         rtol=0.0, atol=0.0,
         tolerance="indices: exact (the cases have no tied scores; ties are checked separately)",
         wrong_answers=(
-            WrongAnswer("IoU >=", _mutated("nms", ("~(iou > iou_threshold)", "iou < iou_threshold")),
+            WrongAnswer("IoU >=", _edited("nms", ("~(iou > iou_threshold)", "iou < iou_threshold")),
                         "dropping boxes whose IoU equals the threshold (the rule is IoU > threshold, not >=)"),
             WrongAnswer("one pass", "order = torch.sort(scores, descending=True, stable=True).indices\n"
                                     "iou = box_iou(boxes[order], boxes[order])\n"
                                     "return order[~(iou > iou_threshold).triu(1).any(dim=0)]",
                         "letting boxes that were themselves suppressed suppress others (one pass over all pairs)"),
-            WrongAnswer("ascending", _mutated("nms", ("descending=True", "descending=False")),
+            WrongAnswer("ascending", _edited("nms", ("descending=True", "descending=False")),
                         "processing boxes by increasing instead of decreasing score"),
         ),
         checks=(_nms_with_tied_scores,),
@@ -484,24 +465,24 @@ SPECS = (
                   "(500 draws); a wrong offset or index moves values by > 1",
         wrong_answers=(
             WrongAnswer("batch index",
-                        _mutated("roi_align",
+                        _edited("roi_align",
                                  ("batch = rois[:, 0].long()", "batch = torch.zeros_like(rois[:, 0]).long()")),
                         "a forgotten batch index (every RoI read from image 0; use rois[:, 0])"),
-            WrongAnswer("no offset", _mutated("roi_align", ("offset = 0.5 if aligned else 0.0", "offset = 0.0")),
+            WrongAnswer("no offset", _edited("roi_align", ("offset = 0.5 if aligned else 0.0", "offset = 0.0")),
                         "no half-pixel offset with aligned=True (subtract 0.5 from the scaled box)"),
             WrongAnswer("offset sign",
-                        _mutated("roi_align",
+                        _edited("roi_align",
                                  ("offset = 0.5 if aligned else 0.0", "offset = -0.5 if aligned else 0.0")),
                         "adding half a pixel instead of subtracting it with aligned=True"),
-            WrongAnswer("offset always", _mutated("roi_align", ("offset = 0.5 if aligned else 0.0", "offset = 0.5")),
+            WrongAnswer("offset always", _edited("roi_align", ("offset = 0.5 if aligned else 0.0", "offset = 0.5")),
                         "the half-pixel offset applied with aligned=False too"),
             WrongAnswer("(y, x) swapped",
-                        _mutated("roi_align",
+                        _edited("roi_align",
                                  ("x1 = rois[:, 1]", "x1 = rois[:, 2]"), ("y1 = rois[:, 2]", "y1 = rois[:, 1]"),
                                  ("roi_w = rois[:, 3] * spatial_scale", "roi_w = rois[:, 4] * spatial_scale"),
                                  ("roi_h = rois[:, 4] * spatial_scale", "roi_h = rois[:, 3] * spatial_scale")),
                         "boxes read as (y1, x1, y2, x2): x and y swapped"),
-            WrongAnswer("no minimum size", _mutated("roi_align", ("roi_w = roi_w.clamp(min=1.0)", "pass"),
+            WrongAnswer("no minimum size", _edited("roi_align", ("roi_w = roi_w.clamp(min=1.0)", "pass"),
                                                     ("roi_h = roi_h.clamp(min=1.0)", "pass")),
                         "RoIs smaller than 1 x 1 feature pixel with aligned=False (clamp the size at 1)"),
         ),
@@ -514,12 +495,12 @@ SPECS = (
         tolerance="bilinear sums of values in [0, 1]: float32 arithmetic is off by up to 6e-6 (500 draws); the "
                   "mistakes differ by > 0.4",
         wrong_answers=(
-            WrongAnswer("aligned", _mutated("project_masks_on_boxes", ("aligned=False", "aligned=True")),
+            WrongAnswer("aligned", _edited("project_masks_on_boxes", ("aligned=False", "aligned=True")),
                         "aligned=True (half-pixel offset); torchvision's mask targets use aligned=False"),
-            WrongAnswer("fixed sampling", _mutated("project_masks_on_boxes", ("sampling_ratio=-1", "sampling_ratio=2")),
+            WrongAnswer("fixed sampling", _edited("project_masks_on_boxes", ("sampling_ratio=-1", "sampling_ratio=2")),
                         "a fixed sampling_ratio instead of adaptive sampling (sampling_ratio=-1)"),
             WrongAnswer("matched ignored",
-                        _mutated("project_masks_on_boxes",
+                        _edited("project_masks_on_boxes",
                                  ("matched_idxs[:, None].to(boxes.dtype)", "torch.zeros_like(boxes[:, :1])")),
                         "ignoring matched_idxs (every proposal read the first mask; it is the RoIs' batch index)"),
         ),
@@ -532,16 +513,16 @@ SPECS = (
         tolerance="a BCE mean: float32 arithmetic is off by up to 4e-7 relative (500 draws); the mistakes differ by "
                   "> 3e-2",
         wrong_answers=(
-            WrongAnswer("all channels", _mutated("maskrcnn_loss", (
+            WrongAnswer("all channels", _edited("maskrcnn_loss", (
                 "logits = mask_logits[torch.arange(labels.shape[0], device=labels.device), labels]   # (K, M, M)\n"
                 "return F.binary_cross_entropy_with_logits(logits, targets)",
                 "return F.binary_cross_entropy_with_logits(mask_logits, targets[:, None].expand_as(mask_logits))")),
                         "the loss over all class channels (use only the ground-truth class's channel)"),
             WrongAnswer("sum",
-                        _mutated("maskrcnn_loss", ("(logits, targets)", "(logits, targets, reduction=\"sum\")")),
+                        _edited("maskrcnn_loss", ("(logits, targets)", "(logits, targets, reduction=\"sum\")")),
                         "a sum instead of a mean over RoIs and pixels"),
             WrongAnswer("unmatched labels",
-                        _mutated("maskrcnn_loss",
+                        _edited("maskrcnn_loss",
                                  ("labels_i[idxs]", "labels_i[torch.zeros_like(idxs)]")),
                         "the class of the first ground truth for every RoI (index gt_labels by matched_idxs)"),
         ),
@@ -555,17 +536,17 @@ SPECS = (
                   "F.interpolate's (measured 2.5e-6); a missing pixel or padding changes values by > 0.1",
         wrong_answers=(
             WrongAnswer("no padding",
-                        _mutated("paste_masks_in_image",
+                        _edited("paste_masks_in_image",
                                  ("padded = F.pad(masks, (1, 1, 1, 1))", "padded = masks"),
                                  ("P = M + 2", "P = M")),
                         "no one-pixel padding (and no widening of the box by (M + 2) / M)"),
             WrongAnswer("no +1",
-                        _mutated("paste_masks_in_image",
+                        _edited("paste_masks_in_image",
                                  ("length = (last - first + 1)", "length = (last - first)"),
                                  ("(pixel[None, :] <= last[:, None])", "(pixel[None, :] < last[:, None])")),
                         "x2 and y2 excluded (the integer box spans x1..x2 inclusive, x2 - x1 + 1 pixels)"),
             WrongAnswer("(y, x) swapped",
-                        _mutated("paste_masks_in_image",
+                        _edited("paste_masks_in_image",
                                  ("interpolation_matrix(box[:, 1], box[:, 3], H)",
                                   "interpolation_matrix(box[:, 0], box[:, 2], H)"),
                                  ("interpolation_matrix(box[:, 0], box[:, 2], W)",
@@ -583,16 +564,16 @@ SPECS = (
                          "found: recall 0.70) must compare as pycocotools' float64 numbers do, and in float32 it can "
                          "round to the other side, which moves AP by up to 0.025.",
         wrong_answers=(
-            WrongAnswer("all-point", _mutated("mask_average_precision", (
+            WrongAnswer("all-point", _edited("mask_average_precision", (
                 "precisions.append(torch.where(index < n, sampled, 0.0))",
                 "steps = torch.diff(recall, dim=1, prepend=torch.zeros(T, 1, dtype=recall.dtype))\n"
                 "    area = (steps * precision).sum(dim=1, keepdim=True)\n"
                 "    precisions.append(area.expand(T, len(COCO_RECALL_THRESHOLDS)))")),
                         "AP without COCO's 101-point interpolation (the area under the curve at every detection)"),
-            WrongAnswer("no envelope", _mutated("mask_average_precision", (
+            WrongAnswer("no envelope", _edited("mask_average_precision", (
                 "precision = precision.flip(1).cummax(dim=1).values.flip(1)", "pass")),
                         "no precision envelope (each precision must be the largest at the same or a higher recall)"),
-            WrongAnswer("reused gt", _mutated("mask_average_precision", ("taken[hit, best[hit]] = True", "pass")),
+            WrongAnswer("reused gt", _edited("mask_average_precision", ("taken[hit, best[hit]] = True", "pass")),
                         "a ground truth matched by more than one detection (mark it taken)"),
         ),
     ),

@@ -34,27 +34,25 @@ from __future__ import annotations
 
 import copy
 import functools
-import textwrap
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
-import nbformat
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autograder import source_notebook
 from autograder.judging.references import load_reference
-from autograder.judging.solutions import answer_cells, variant
+from autograder.judging.solutions import edited_solution, variant
 from autograder.judging.spec import GradedFunction, WrongAnswer, with_policies
 from autograder.judging.toolkit import Failure, StudentError, check_model_report
-from autograder.notebook_format import SOLUTION_REGION
 from cs_lib.checks import check_close, check_tensor
 from cs_lib.grading.judge_client import module_report
 from cs_lib.grading.models import CountingModel, FailingHead
 
 ASSIGNMENT = "network_visualization"
+#: The reference body of a graded function with ``(old, new)`` edits: a mistake declared against it.
+_edited = functools.partial(edited_solution, ASSIGNMENT)
 REFERENCE_SEED = 2311
 # Stored outputs are float64 on tiny CNNs: they agree to round-off across machines.
 REFERENCE_RTOL, REFERENCE_ATOL = 1e-7, 1e-10
@@ -267,35 +265,6 @@ def _inplace_hint(inplace: bool) -> str:
 
 
 # ------------------------------------------------------------------------------------ wrong answers
-
-
-@functools.cache
-def _answer_sources() -> dict[str, str]:
-    """``{grade_id: source}`` of the source notebook's answer cells (read once)."""
-    nb = nbformat.read(source_notebook(ASSIGNMENT), as_version=4)
-    return {c.metadata.get("nbgrader", {}).get("grade_id", ""): c.source for c in answer_cells(nb)}
-
-
-def _solution_body(name: str) -> str:
-    """The reference body of ``name`` (the code between BEGIN/END SOLUTION), flush-left."""
-    match = SOLUTION_REGION.search(_answer_sources()[name])
-    if match is None:
-        raise ValueError(f"answer cell '{name}' of {ASSIGNMENT} has no solution region")
-    return textwrap.dedent("\n".join(match.group(0).splitlines()[1:-1])) + "\n"
-
-
-def _edited(name: str, *edits: tuple[str, str]) -> str:
-    """The reference body of ``name`` with each ``(old, new)`` replaced: one mistake, written as code.
-
-    Raises:
-        ValueError: the reference no longer contains ``old`` (update the wrong answer with the solution).
-    """
-    body = _solution_body(name)
-    for old, new in edits:
-        if old not in body:
-            raise ValueError(f"the wrong answer of {name} expects `{old}` in the reference solution")
-        body = body.replace(old, new)
-    return body
 
 
 _SCORE = "scores.gather(1, y.view(-1, 1).to(scores.device)).sum()"
@@ -955,5 +924,4 @@ def warm_up() -> None:
     """Build what every test of this module needs (SqueezeNet, the answer cells, the stored cases), so that
     grading processes forked afterwards start with it (``autograder.judging.judge.warm_up`` may call this)."""
     _pristine_squeezenet()
-    _answer_sources()
     load_reference(ASSIGNMENT)

@@ -56,7 +56,6 @@ from __future__ import annotations
 import copy
 import functools
 import math
-import textwrap
 import types
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -68,7 +67,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autograder.judging.references import load_reference
-from autograder.judging.solutions import function_source, load_namespace, variant
+from autograder.judging.solutions import edited_solution, function_source, load_namespace, variant
 from autograder.judging.spec import Call, GradedFunction, WrongAnswer, with_policies
 from autograder.judging.toolkit import Failure, StudentError, clone_args
 from cs_lib.checks import check_close, check_tensor
@@ -689,28 +688,9 @@ def _loop_test(student: Student, ref: Callable[..., Any], spec: GradedFunction, 
 
 
 @functools.cache
-def _loop_setup() -> str:
-    """The reference's first solution region of ``style_transfer`` (targets, img, optimizer), flush-left."""
-    import nbformat
-
-    from autograder import source_notebook
-    from autograder.judging.solutions import answer_cells
-    from autograder.notebook_format import SOLUTION_REGION
-
-    nb = nbformat.read(source_notebook(ASSIGNMENT), as_version=4)
-    cell = next(c for c in answer_cells(nb) if c.metadata.get("nbgrader", {}).get("grade_id") == "style_transfer")
-    match = SOLUTION_REGION.search(cell.source)
-    if match is None:
-        raise ValueError("the style_transfer answer cell has no solution region")
-    return textwrap.dedent("\n".join(match.group(0).splitlines()[1:-1])) + "\n"
-
-
 def _setup_with(old: str, new: str) -> str:
-    """The reference's set-up region with one mistake (``old`` replaced by ``new``)."""
-    body = _loop_setup()
-    if old not in body:
-        raise ValueError(f"the wrong loop expects `{old}` in the reference solution")
-    return body.replace(old, new)
+    """The reference's set-up region of the loop (targets, img, optimizer) with one mistake."""
+    return edited_solution(ASSIGNMENT, "style_transfer", (old, new))
 
 
 LOOP_WRONG = (
@@ -765,5 +745,4 @@ def warm_up() -> None:
     squeezenet_features(REFERENCE_SEED)
     _float64_features(REFERENCE_SEED)
     stand_in_functions()
-    _loop_setup()
     load_reference(ASSIGNMENT)
