@@ -13,7 +13,7 @@ import gzip
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import matplotlib
@@ -82,6 +82,23 @@ def isolated_hub_and_grading_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     for name in ("NBGRADER_EXECUTION", "DLCV_GRADING", "DLCV_DEVICE"):
         monkeypatch.delenv(name, raising=False)
     return hub
+
+
+@pytest.fixture(scope="session")
+def releases(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Path, Path]]:
+    """``releases(assignment)``: ``(course, release notebook)`` of ``tests.nbutil.build_release``, built once per
+    session and shared by the modules that read it (``tests/test_notebooks.py``, and the network_visualization
+    autograde test, which writes only under the course's ``submitted/``, ``autograded/`` and gradebook)."""
+    from tests.nbutil import build_release
+
+    built: dict[str, tuple[Path, Path]] = {}
+
+    def release(assignment: str) -> tuple[Path, Path]:
+        if assignment not in built:
+            built[assignment] = build_release(assignment, tmp_path_factory.mktemp(f"{assignment}_release"))
+        return built[assignment]
+
+    return release
 
 
 @pytest.fixture
