@@ -47,9 +47,6 @@ class Notebook:
     stubs: int | None = None
     #: What every visible check (a release test cell) calls.
     visible_check: str = "check_"
-    #: ``{grade_id: points}`` of every graded cell (tests and answers graded by hand), in notebook order; None:
-    #: the source's points are not pinned (example's tests take them from the notebook, see tests/nbutil.py).
-    points: dict[str, int] | None = None
     #: Environment of the nbgrader kernels of ``validate --invert``.
     kernel_env: dict[str, str] = field(default_factory=dict)
 
@@ -67,20 +64,12 @@ NOTEBOOKS: dict[str, Notebook] = {
         leaks=("intersection / (area1", "~(iou > iou_threshold)", "table[row_low + col_low]",
                "binary_cross_entropy_with_logits(logits, targets)", "rows @ padded @ cols", "cummax(dim=1)",
                "torch.log(gt_w / proposal_w)"),
-        points={"test_box_iou": 1, "test_encode_boxes": 1, "test_decode_boxes": 1, "test_nms": 2,
-                "test_roi_align": 4, "inline_question_roi_align_error": 2, "test_project_masks_on_boxes": 2,
-                "test_maskrcnn_loss": 2, "test_paste_masks_in_image": 3, "test_mask_average_precision": 4,
-                "inline_question_mask_ap": 2},
     ),
     "network_visualization": Notebook(
         printed=("max |ours - captum| = 0.00e+00",),  # the Captum comparison ran and agrees
         given=("def create_class_visualization(", "def deep_dream("),
         leaks=("register_full_backward_hook(guide)", "grad_input[0].clamp(min=0)", "keep_activations",
                "window_cover", "g / g.norm()).detach()", "img += learning_rate * g / g.norm()"),
-        points={"test_compute_saliency_maps": 2, "test_compute_guided_backprop": 3, "test_compute_gradcam": 3,
-                "test_compute_occlusion_map": 3, "inline_question_occlusion": 1, "test_make_fooling_image": 2,
-                "inline_question_fooling": 1, "test_class_visualization_update_step": 2,
-                "inline_question_class_visualization": 1},
         # One intra-op thread per kernel, as on a grading server that runs one kernel per core. With two, torch
         # stalls whenever another process holds the second core (this halves the time on a shared 2-core machine).
         kernel_env={"OMP_NUM_THREADS": "1"},
@@ -90,8 +79,6 @@ NOTEBOOKS: dict[str, Notebook] = {
         helpers=("extract_features", "image_to_tensor"),
         leaks=("torch.bmm(F, F.transpose", "optimizer.zero_grad()", "img.clamp_("),
         stubs=6,  # one per function, two in style_transfer (targets and initial image; the loop body)
-        points={"test_content_loss": 2, "test_gram_matrix": 2, "test_style_loss": 2, "test_tv_loss": 2,
-                "test_style_transfer": 4, "inline_question_feature_inversion": 1, "inline_question_style_layers": 2},
     ),
     "triplet_embeddings": Notebook(
         printed=("scikit-learn digits (8x8): 1500 images",
@@ -102,10 +89,6 @@ NOTEBOOKS: dict[str, Notebook] = {
                "self.indices_of_class = "),
         leaks=("masked_fill(zero, 1.0)", "amin(dim=1)", "(gap <= margin)", "cumsum(dim=1) > 0",
                "num_active.clamp(min=1)", "torch.randperm(len(members)", "F.relu(margin - d) ** 2"),
-        points={"test_pairwise_distances": 2, "test_contrastive_loss": 2, "test_triplet_loss": 2,
-                "test_batch_all_triplet_loss": 3, "test_batch_hard_triplet_loss": 3, "test_semi_hard_triplets": 2,
-                "test_PKSampler": 2, "test_recall_at_k": 2, "inline_question_unseen_recall": 2,
-                "inline_question_batch_hard_collapse": 2},
     ),
 }
 
@@ -190,9 +173,7 @@ def test_answer_and_helper_cells_only_define_functions_classes_and_constants(ass
 def test_every_graded_cell_calls_its_hidden_test_and_markdown_answers_carry_points(assignment: str) -> None:
     nb = _source(assignment)
     functions = graded_functions(assignment)
-    points = graded_points(assignment, manual=True)  # checks: the test cells are test_<function>, in order
-    if facts(assignment).points is not None:
-        assert points == facts(assignment).points and list(points) == list(facts(assignment).points)
+    graded_points(assignment, manual=True)  # raises unless the test cells are test_<function>, in notebook order
     tests = [c for c in nb.cells if is_test_cell(c)]
     assert [grade_id_of(c) for c in tests] == [f"test_{f}" for f in functions]
     for cell, function in zip(tests, functions):
