@@ -399,7 +399,6 @@ def _import_dotted(name: str) -> Any:
     return None
 
 
-
 # ------------------------------------------------------------------------------------------- in the kernel
 
 
@@ -491,10 +490,13 @@ def _live_bindings(namespace: dict[str, Any]) -> dict[str, str]:
     for key, value in list(namespace.items()):
         if key.startswith("__"):
             continue
-        if isinstance(value, types.ModuleType):
-            out[key] = value.__name__
+        try:  # a student's object may answer any attribute lookup with an error: then it is no library name
+            if isinstance(value, types.ModuleType):
+                out[key] = value.__name__
+                continue
+            module, qualname = getattr(value, "__module__", None), getattr(value, "__qualname__", None)
+        except Exception:  # noqa: BLE001
             continue
-        module, qualname = getattr(value, "__module__", None), getattr(value, "__qualname__", None)
         if isinstance(module, str) and isinstance(qualname, str) and module != own and "<" not in qualname:
             out[key] = f"{module}.{qualname}"
     return out

@@ -300,3 +300,22 @@ def test_stand_in_swaps_a_building_block_during_a_check_and_restores_it_after_a_
         scope["nms"](1)
     with pytest.raises(TypeError, match="not a plain Python function"), stand_in(len, box_iou=abs):
         pass
+
+
+def test_check_rules_ignores_a_global_that_raises_on_every_attribute_lookup() -> None:
+    """An object of the student's that answers every lookup with an error is no library name (no crash)."""
+    from cs_lib.rules import check_rules
+
+    namespace = _kernel_namespace(nbformat.read(source_notebook(MASK), as_version=4))
+
+    class Opaque:
+        def __getattribute__(self, name: str) -> object:
+            raise RuntimeError("nothing to see")
+
+    namespace["opaque"] = Opaque()
+    check_rules(MASK, namespace["nms"])  # the reference: no finding, and no RuntimeError
+    cell = "def nms(boxes, scores, t):\n    return torchvision.ops.nms(boxes, scores, t)\n"
+    namespace["In"].append(cell)  # a cell the student runs next
+    exec(cell, namespace)  # noqa: S102
+    with pytest.raises(AssertionError, match="nms calls torchvision.ops.nms"):
+        check_rules(MASK, namespace["nms"])
