@@ -126,6 +126,7 @@ def _grade_job(job: Job) -> SubmissionResult:
         _run_autograde(root, assignment, job.limits)
     except Exception as exc:  # noqa: BLE001 - nbgrader refused the notebook
         traceback.print_exc()
+        _take_report(root)  # a report the executor may have kept is not needed: do not keep it in memory
         reason = f"nbgrader could not grade this notebook: {type(exc).__name__}: {_log_tail(root) or exc}"
         return rejected_result(sub.student, assignment, sub.origin, release, reason, timestamp=sub.timestamp,
                                notes=notes)
@@ -214,11 +215,16 @@ def _db_timestamp(db_url: str, assignment: str) -> str | None:
     return stamp.isoformat() if stamp else None
 
 
-def _timings(root: Path, setup: float, total: float) -> dict[str, float]:
+def _take_report(root: Path) -> dict | None:
+    """The executor's timing report, kept in this process under the course folder's name (or None)."""
     from autograder.execution.executor import take_report
 
+    return take_report(str(root))
+
+
+def _timings(root: Path, setup: float, total: float) -> dict[str, float]:
     timings = {"setup": setup, "total": total}
-    data = take_report(str(root))  # the executor's report, kept in this process under the course folder's name
+    data = _take_report(root)
     if data is not None:
         timings["kernel_start"] = float(sum(data.get("kernel_start_seconds", [])))
         timings["cells"] = float(data.get("cell_seconds", 0.0))
