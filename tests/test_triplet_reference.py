@@ -381,5 +381,5 @@ def test_a_wrong_pairwise_distances_costs_only_its_own_points(name: str) -> None
     spec = load_specs("triplet_embeddings")[name]
     assert run_test("triplet_embeddings", spec, RemoteFunction(name, LocalChannel(student))).passed
     # ...and without the stand-in, the same function fails: the swap is what makes the difference.
-    bare = dataclasses.replace(spec, test=None)
+    bare = dataclasses.replace(spec, stand_ins=None)
     assert not run_test("triplet_embeddings", bare, RemoteFunction(name, LocalChannel(student))).passed

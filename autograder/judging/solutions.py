@@ -138,3 +138,10 @@ def load_solutions(assignment: str) -> types.SimpleNamespace:
     """
     namespace = load_namespace(assignment)
     return types.SimpleNamespace(**{k: v for k, v in namespace.items() if not k.startswith("__")})
+
+
+def value_diagnoses(assignment: str, spec: Any) -> dict[str, Callable[..., Any]]:
+    """``{hint: function}`` of the wrong answers of ``spec`` (a :class:`~autograder.judging.spec.GradedFunction`)
+    that diagnose a value (:attr:`~autograder.judging.spec.WrongAnswer.diagnoses_value`), compiled by
+    :func:`variant`: what a custom test runs on the student's inputs when the output is wrong."""
+    return {w.hint: variant(assignment, spec.name, w.body) for w in spec.wrong_answers if w.diagnoses_value}

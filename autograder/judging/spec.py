@@ -63,7 +63,15 @@ class WrongAnswer:
     body: str
     hint: str
 
+    @property
+    def diagnoses_value(self) -> bool:
+        """False for a mistake named ``"state: ..."``: one that a property check catches (hooks left behind, a
+        result attached to the graph), not the value comparison, so it is not tried as a diagnosis of a value."""
+        return not self.name.startswith(STATE)
 
+
+#: The name prefix of the wrong answers that a property check catches (:attr:`WrongAnswer.diagnoses_value`).
+STATE = "state: "
 Check = Callable[..., None]  # (student, ref, g) -> None, raises toolkit.Failure
 CustomTest = Callable[..., None]  # (student, ref, spec, g) -> None, raises toolkit.Failure
 
@@ -87,6 +95,9 @@ class GradedFunction:
         checks: extra property checks ``(student, ref, g) -> None``.
         normalize: ``(output) -> output`` applied to both outputs before comparing (e.g. sort a set).
         test: a whole custom test ``(student, ref, spec, g) -> None`` instead of the generic comparison.
+        stand_ins: ``{global name: source}`` swapped into the student's globals during every call of the test
+            (``RemoteFunction.with_stand_ins``): the grader's own building blocks, so that a wrong or crashing
+            building block the function calls costs only its own points.
         adapter: ``"list"``: the kernel returns ``list(fn(*args))`` (for generators and samplers);
             ``"in_place"``: it returns ``{"returned": ..., "arguments": [the tensor arguments after the call]}``
             for functions that update their input in place on purpose (a gradient-ascent step).
@@ -109,6 +120,7 @@ class GradedFunction:
     checks: tuple[Check, ...] = ()
     normalize: Callable[[Any], Any] | None = None
     test: CustomTest | None = None
+    stand_ins: dict[str, str] | None = None
     adapter: str | None = None
     forgeable: tuple[str, ...] = field(default_factory=tuple)
     forbidden: tuple[str, ...] | None = None

@@ -12,6 +12,7 @@ solution is a change to its mistakes; the import fails loudly if a mutation no l
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import torch
@@ -328,7 +329,6 @@ def _ap_fresh(g: torch.Generator) -> list[Call]:
             Call(*_detection_problem(g, images, True), label=f"{images} images, tied scores")]
 
 
-
 # ------------------------------------------------------------------------------------------ graded alone
 
 #: Building blocks swapped into the student's globals while the functions built on them are judged, so that
@@ -354,21 +354,6 @@ def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=2, 
 '''},
 }
 
-
-def _alone(spec: GradedFunction) -> GradedFunction:
-    """``spec``'s generic test and checks, run with :data:`STAND_INS` of its function in the student's globals."""
-    import dataclasses
-
-    inner = spec
-
-    def test(student, ref, outer: GradedFunction, g: torch.Generator) -> None:  # noqa: ANN001
-        from autograder.judging.judge import stored_cases, wrong_answer_functions
-        from autograder.judging.toolkit import run_spec
-
-        run_spec(inner, student.with_stand_ins(STAND_INS[inner.name]), ref, wrong_answer_functions(ASSIGNMENT, inner),
-                 stored_cases(ASSIGNMENT, inner), g)
-
-    return dataclasses.replace(spec, test=test, checks=())  # the checks run inside, with the stand-ins
 
 SPECS = (
     GradedFunction(
@@ -589,4 +574,4 @@ DEFAULT_FORBIDDEN = ("torchvision.ops", "torch.ops.torchvision", "torchvision::n
 #: boxes), the mask loss (over images) and mask AP (over detections) may loop.
 SPECS = with_policies(SPECS, no_loops=("box_iou", "encode_boxes", "decode_boxes", "roi_align",
                                        "project_masks_on_boxes", "paste_masks_in_image"))
-SPECS = tuple(_alone(spec) if spec.name in STAND_INS else spec for spec in SPECS)
+SPECS = tuple(dataclasses.replace(s, stand_ins=STAND_INS[s.name]) if s.name in STAND_INS else s for s in SPECS)

@@ -8,8 +8,8 @@ mistake the issue lists is a :class:`WrongAnswer` whose hint names it; the NaN-g
 right values, so the gradient checks name them.
 
 ``batch_all_triplet_loss``, ``batch_hard_triplet_loss``, ``semi_hard_triplets`` and ``recall_at_k`` usually
-call the student's own ``pairwise_distances``. They are graded on their own (:func:`_graded_alone`): while the
-judge calls them, the kernel's ``pairwise_distances`` is swapped for a grader stand-in, ``torch.cdist`` without
+call the student's own ``pairwise_distances``. They are graded on their own (their specs' ``stand_ins``): while
+the judge calls them, the kernel's ``pairwise_distances`` is swapped for a grader stand-in, ``torch.cdist`` without
 its matrix-product shortcut (:data:`DISTANCE_STAND_IN`), so a wrong ``pairwise_distances`` costs only its own
 points. The stand-in is exact at duplicates where the reference's Gram form leaves ~1e-7, hence their
 tolerances of 1e-6.
@@ -22,12 +22,13 @@ The conventions (checked against pytorch-metric-learning, ``torch.nn`` and sciki
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from autograder.judging.solutions import edited_solution, solution_body
 from autograder.judging.spec import Call, GradedFunction, WrongAnswer, with_policies
 from autograder.judging.toolkit import Failure
 
@@ -53,51 +54,13 @@ _NAIVE_DISTANCES = ("sq = ((embeddings.unsqueeze(1) - embeddings.unsqueeze(0)) *
                     "return sq if squared else sq.sqrt()")
 
 
-def _batch_body(name: str, replace: tuple[str, str] | None = None, prefix: str = "") -> str:
-    """The reference body of a batch function with one line changed (the wrong answers share its text)."""
-    body = BATCH_BODIES[name]
-    if replace is not None:
-        if replace[0] not in body:
-            raise ValueError(f"wrong answer for {name}: {replace[0]!r} is not in the reference body")
-        body = body.replace(replace[0], replace[1])
-    return prefix + body
-
-
-#: The batch functions' reference bodies, as the notebook has them (the wrong answers edit one line each;
-#: tests/test_triplet_reference.py checks that these equal the notebook's solutions).
-BATCH_BODIES = {
-    "batch_all_triplet_loss": """\
-distances = pairwise_distances(embeddings)
-same = labels.unsqueeze(0) == labels.unsqueeze(1)
-not_self = ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-valid = (same & not_self).unsqueeze(2) & (~same).unsqueeze(1)
-losses = F.relu(distances.unsqueeze(2) - distances.unsqueeze(1) + margin) * valid
-num_active = (losses > 0).sum()
-num_valid = int(valid.sum())
-loss = losses.sum() / num_active.clamp(min=1)
-return loss, (int(num_active) / num_valid if num_valid else 0.0)
-""",
-    "batch_hard_triplet_loss": """\
-distances = pairwise_distances(embeddings)
-same = labels.unsqueeze(0) == labels.unsqueeze(1)
-positive = same.clone().fill_diagonal_(False)
-hardest_positive = distances.masked_fill(~positive, -math.inf).amax(dim=1)
-hardest_negative = distances.masked_fill(same, math.inf).amin(dim=1)
-has_both = positive.any(dim=1) & (~same).any(dim=1)
-if not bool(has_both.any()):
-    return embeddings.sum() * 0.0
-return F.relu(hardest_positive[has_both] - hardest_negative[has_both] + margin).mean()
-""",
-    "semi_hard_triplets": """\
-distances = pairwise_distances(embeddings)
-same = labels.unsqueeze(0) == labels.unsqueeze(1)
-not_self = ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-valid = (same & not_self).unsqueeze(2) & (~same).unsqueeze(1)
-gap = distances.unsqueeze(1) - distances.unsqueeze(2)
-a, p, n = torch.nonzero(valid & (gap > 0) & (gap <= margin), as_tuple=True)
-return a, p, n
-""",
-}
+#: The reference body of a graded function with ``(old, new)`` edits: a mistake declared against it.
+_edited = functools.partial(edited_solution, ASSIGNMENT)
+#: The batch functions' reference bodies, as the notebook has them (tests/test_triplet_reference.py).
+BATCH_BODIES = {name: solution_body(ASSIGNMENT, name)
+                for name in ("batch_all_triplet_loss", "batch_hard_triplet_loss", "semi_hard_triplets")}
+_HADSELL = "0.5 * s * d_sq + 0.5 * (1 - s) * F.relu(margin - d) ** 2"
+_SAFE_SQRT = "torch.sqrt({0}.masked_fill(zero, 1.0)).masked_fill(zero, 0.0)"
 _SQUARED_MATRIX = ("distances = pairwise_distances(embeddings)",
                    "distances = pairwise_distances(embeddings, squared=True)")
 
@@ -386,20 +349,6 @@ def pairwise_distances(embeddings, squared=False):
 '''}
 
 
-def _graded_alone(spec: GradedFunction) -> GradedFunction:
-    """``spec``'s generic test and checks, run with :data:`DISTANCE_STAND_IN` in the student's globals."""
-    inner = spec
-
-    def test(student: Any, ref: Callable[..., Any], outer: GradedFunction, g: torch.Generator) -> None:
-        from autograder.judging.judge import stored_cases, wrong_answer_functions
-        from autograder.judging.toolkit import run_spec
-
-        run_spec(inner, student.with_stand_ins(DISTANCE_STAND_IN), ref, wrong_answer_functions(ASSIGNMENT, inner),
-                 stored_cases(ASSIGNMENT, inner), g)
-
-    return dataclasses.replace(spec, test=test, checks=())
-
-
 # ------------------------------------------------------------------------------------------ the specs
 
 SPECS = (
@@ -434,25 +383,18 @@ SPECS = (
                   "mistakes differ by > 1e-2",
         wrong_answers=(
             WrongAnswer("hinge on squared distance",
-                        "s = is_same.to(e1.dtype)\nd_sq = ((e1 - e2) ** 2).sum(dim=1)\n"
-                        "return (0.5 * s * d_sq + 0.5 * (1 - s) * F.relu(margin - d_sq) ** 2).mean()",
+                        _edited("contrastive_loss", ("relu(margin - d)", "relu(margin - d_sq)")),
                         "the hinge on the squared distance: max(0, m - d)^2 uses the distance d, not d^2"),
             WrongAnswer("unsquared (PML)",
-                        "s = is_same.to(e1.dtype)\nd = torch.linalg.vector_norm(e1 - e2, dim=1)\n"
-                        "return (s * d + (1 - s) * F.relu(margin - d)).mean()",
+                        _edited("contrastive_loss", (_HADSELL, "s * d + (1 - s) * F.relu(margin - d)")),
                         "pytorch-metric-learning's unsquared contrastive loss (Hadsell et al. square both terms "
                         "and halve them)"),
-            WrongAnswer("swapped labels",
-                        "s = 1 - is_same.to(e1.dtype)\nd = torch.linalg.vector_norm(e1 - e2, dim=1)\n"
-                        "return (0.5 * s * d ** 2 + 0.5 * (1 - s) * F.relu(margin - d) ** 2).mean()",
+            WrongAnswer("swapped labels", _edited("contrastive_loss", ("s = is_same", "s = 1 - is_same")),
                         "is_same used the wrong way round: similar pairs (s = 1) are pulled together by s * d^2"),
             WrongAnswer("no one half",
-                        "s = is_same.to(e1.dtype)\nd = torch.linalg.vector_norm(e1 - e2, dim=1)\n"
-                        "return (s * d ** 2 + (1 - s) * F.relu(margin - d) ** 2).mean()",
+                        _edited("contrastive_loss", ("0.5 * s * d_sq + 0.5 * (1 - s)", "s * d_sq + (1 - s)")),
                         "the loss without the factors 1/2"),
-            WrongAnswer("plain sqrt",
-                        "s = is_same.to(e1.dtype)\nd = ((e1 - e2) ** 2).sum(dim=1).sqrt()\n"
-                        "return (0.5 * s * d ** 2 + 0.5 * (1 - s) * F.relu(margin - d) ** 2).mean()",
+            WrongAnswer("plain sqrt", _edited("contrastive_loss", (_SAFE_SQRT.format("d_sq"), "d_sq.sqrt()")),
                         NAN_GRADIENT),
         ),
         checks=(_finite_gradients("contrastive_loss",
@@ -468,29 +410,23 @@ SPECS = (
                   "mistakes differ by > 1e-2",
         wrong_answers=(
             WrongAnswer("squared distances",
-                        "d_ap = ((anchor - positive) ** 2).sum(dim=1)\nd_an = ((anchor - negative) ** 2).sum(dim=1)\n"
-                        "return F.relu(d_ap - d_an + margin).mean()", SQUARED),
+                        _edited("triplet_loss", ("return " + _SAFE_SQRT.format("sq"), "return sq")),
+                        SQUARED),
             # not nn.TripletMarginLoss(reduction='sum'), which the policy forbids
-            WrongAnswer("sum", "d_ap = torch.linalg.vector_norm(anchor - positive, dim=1)\n"
-                               "d_an = torch.linalg.vector_norm(anchor - negative, dim=1)\n"
-                               "return F.relu(d_ap - d_an + margin).sum()",
+            WrongAnswer("sum",
+                        _edited("triplet_loss", (").mean()", ").sum()")),
                         "summing over the triplets instead of averaging"),
             WrongAnswer("no hinge",
-                        "d_ap = torch.linalg.vector_norm(anchor - positive, dim=1)\n"
-                        "d_an = torch.linalg.vector_norm(anchor - negative, dim=1)\n"
-                        "return (d_ap - d_an + margin).mean()",
+                        _edited("triplet_loss", ("F.relu(distance(anchor, positive)", "(distance(anchor, positive)")),
                         "the loss without the hinge max(0, .)"),
-            WrongAnswer("plain sqrt",
-                        "d_ap = ((anchor - positive) ** 2).sum(dim=1).sqrt()\n"
-                        "d_an = ((anchor - negative) ** 2).sum(dim=1).sqrt()\n"
-                        "return F.relu(d_ap - d_an + margin).mean()",
-                        NAN_GRADIENT),
+            WrongAnswer("plain sqrt", _edited("triplet_loss", (_SAFE_SQRT.format("sq"), "sq.sqrt()")), NAN_GRADIENT),
         ),
         checks=(_finite_gradients("triplet_loss", (_duplicate_rows(0, 1), _duplicate_rows(2, 3), _duplicate_rows(3, 4)),
                                   (0, 1, 2), "for triplets with a == p and with a == n"),),
     ),
-    _graded_alone(GradedFunction(
+    GradedFunction(
         name="batch_all_triplet_loss",
+        stand_ins=DISTANCE_STAND_IN,
         cases=_batch_cases,
         fresh=_batch_fresh,
         rtol=1e-6, atol=1e-6,
@@ -498,23 +434,24 @@ SPECS = (
                   "mistakes differ by > 1e-2",
         wrong_answers=(
             WrongAnswer("mean over all valid triplets",
-                        _batch_body("batch_all_triplet_loss", ("losses.sum() / num_active.clamp(min=1)",
+                        _edited("batch_all_triplet_loss", ("losses.sum() / num_active.clamp(min=1)",
                                                                "losses.sum() / max(num_valid, 1)")), ALL_TRIPLETS),
             WrongAnswer("anchor as its own positive",
-                        _batch_body("batch_all_triplet_loss", ("valid = (same & not_self)", "valid = (same)")),
+                        _edited("batch_all_triplet_loss", ("valid = (same & not_self)", "valid = (same)")),
                         OWN_POSITIVE),
-            WrongAnswer("squared distances", _batch_body("batch_all_triplet_loss", _SQUARED_MATRIX), SQUARED),
-            WrongAnswer("normalised embeddings", _batch_body("batch_all_triplet_loss", prefix=_NORMALISE), NORMALISED),
+            WrongAnswer("squared distances", _edited("batch_all_triplet_loss", _SQUARED_MATRIX), SQUARED),
+            WrongAnswer("normalised embeddings", _NORMALISE + _edited("batch_all_triplet_loss"), NORMALISED),
             WrongAnswer("fraction of all index triples",
-                        _batch_body("batch_all_triplet_loss", ("int(num_active) / num_valid if num_valid else 0.0",
+                        _edited("batch_all_triplet_loss", ("int(num_active) / num_valid if num_valid else 0.0",
                                                                "int(num_active) / len(labels) ** 3")),
                         "fraction_active over all B^3 index triples instead of the valid triplets"),
         ),
         checks=(_finite_gradients("batch_all_triplet_loss", (_duplicate_rows(), torch.tensor([0, 1, 0, 1, 2])),
                                   (0,), "with duplicate embeddings", margin=1.0),),
-    )),
-    _graded_alone(GradedFunction(
+    ),
+    GradedFunction(
         name="batch_hard_triplet_loss",
+        stand_ins=DISTANCE_STAND_IN,
         cases=_batch_cases,
         fresh=_batch_fresh,
         rtol=1e-6, atol=1e-6,
@@ -522,33 +459,34 @@ SPECS = (
                   "mistakes differ by > 1e-2",
         wrong_answers=(
             WrongAnswer("farthest negative",
-                        _batch_body("batch_hard_triplet_loss",
+                        _edited("batch_hard_triplet_loss",
                                     ("distances.masked_fill(same, math.inf).amin(dim=1)",
                                      "distances.masked_fill(same, -math.inf).amax(dim=1)")),
                         f"{ARGMAX} (the hardest negative is the CLOSEST sample of another class)"),
             WrongAnswer("closest positive",
-                        _batch_body("batch_hard_triplet_loss",
+                        _edited("batch_hard_triplet_loss",
                                     ("distances.masked_fill(~positive, -math.inf).amax(dim=1)",
                                      "distances.masked_fill(~positive, math.inf).amin(dim=1)")),
                         "argmin where argmax was meant (the hardest positive is the FARTHEST sample of the class)"),
             WrongAnswer("anchor as its own positive",
-                        _batch_body("batch_hard_triplet_loss",
+                        _edited("batch_hard_triplet_loss",
                                     ("positive = same.clone().fill_diagonal_(False)", "positive = same")),
                         OWN_POSITIVE),
-            WrongAnswer("squared distances", _batch_body("batch_hard_triplet_loss", _SQUARED_MATRIX), SQUARED),
-            WrongAnswer("normalised embeddings", _batch_body("batch_hard_triplet_loss", prefix=_NORMALISE),
+            WrongAnswer("squared distances", _edited("batch_hard_triplet_loss", _SQUARED_MATRIX), SQUARED),
+            WrongAnswer("normalised embeddings", _NORMALISE + _edited("batch_hard_triplet_loss"),
                         NORMALISED),
             WrongAnswer("mean over every anchor",
-                        _batch_body("batch_hard_triplet_loss",
+                        _edited("batch_hard_triplet_loss",
                                     ("F.relu(hardest_positive[has_both] - hardest_negative[has_both] + margin).mean()",
                                      "F.relu(hardest_positive - hardest_negative + margin).sum() / len(labels)")),
                         "averaging over every anchor instead of those with a positive and a negative"),
         ),
         checks=(_finite_gradients("batch_hard_triplet_loss", (_duplicate_rows(), torch.tensor([0, 1, 0, 1, 2])),
                                   (0,), "with duplicate embeddings", margin=1.0),),
-    )),
-    _graded_alone(GradedFunction(
+    ),
+    GradedFunction(
         name="semi_hard_triplets",
+        stand_ins=DISTANCE_STAND_IN,
         cases=_batch_cases,
         fresh=_batch_fresh,
         rtol=0.0, atol=0.0,
@@ -556,21 +494,21 @@ SPECS = (
         normalize=_sorted_triplets,
         wrong_answers=(
             WrongAnswer("anchor as its own positive",
-                        _batch_body("semi_hard_triplets", ("valid = (same & not_self)", "valid = (same)")),
+                        _edited("semi_hard_triplets", ("valid = (same & not_self)", "valid = (same)")),
                         OWN_POSITIVE),
             WrongAnswer("every triplet inside the margin",
-                        _batch_body("semi_hard_triplets", ("valid & (gap > 0) & (gap <= margin)",
+                        _edited("semi_hard_triplets", ("valid & (gap > 0) & (gap <= margin)",
                                                            "valid & (gap <= margin)")),
                         "every triplet inside the margin, hard ones included: semi-hard negatives are FARTHER "
                         "than the positive, d(a, p) < d(a, n)"),
             WrongAnswer("hard negatives",
-                        _batch_body("semi_hard_triplets", ("valid & (gap > 0) & (gap <= margin)",
+                        _edited("semi_hard_triplets", ("valid & (gap > 0) & (gap <= margin)",
                                                            "valid & (gap < 0)")),
                         "hard negatives (closer than the positive) instead of semi-hard ones"),
-            WrongAnswer("squared distances", _batch_body("semi_hard_triplets", _SQUARED_MATRIX), SQUARED),
-            WrongAnswer("normalised embeddings", _batch_body("semi_hard_triplets", prefix=_NORMALISE), NORMALISED),
+            WrongAnswer("squared distances", _edited("semi_hard_triplets", _SQUARED_MATRIX), SQUARED),
+            WrongAnswer("normalised embeddings", _NORMALISE + _edited("semi_hard_triplets"), NORMALISED),
         ),
-    )),
+    ),
     GradedFunction(
         name="PKSampler",
         test=_sampler_test,
@@ -578,45 +516,19 @@ SPECS = (
         tolerance="properties of the batches (counts, distinct classes, replacement, seeds), not equality",
         wrong_answers=(
             WrongAnswer("small classes without replacement",
-                        "for _ in range(self.num_batches):\n"
-                        "    chosen = torch.randperm(len(self.classes), generator=self.generator)[: self.P]\n"
-                        "    batch = []\n"
-                        "    for c in chosen.tolist():\n"
-                        "        members = self.indices_of_class[c]\n"
-                        "        picks = torch.randperm(len(members), generator=self.generator)[: self.K]\n"
-                        "        batch.extend(members[picks].tolist())\n"
-                        "    yield batch",
+                        _edited("PKSampler", ("if len(members) >= self.K:", "if True:")),
                         "classes with fewer than K samples must be sampled with replacement"),
             WrongAnswer("classes with replacement",
-                        "for _ in range(self.num_batches):\n"
-                        "    chosen = torch.randint(len(self.classes), (self.P,), generator=self.generator)\n"
-                        "    batch = []\n"
-                        "    for c in chosen.tolist():\n"
-                        "        members = self.indices_of_class[c]\n"
-                        "        if len(members) >= self.K:\n"
-                        "            picks = torch.randperm(len(members), generator=self.generator)[: self.K]\n"
-                        "        else:\n"
-                        "            picks = torch.randint(len(members), (self.K,), generator=self.generator)\n"
-                        "        batch.extend(members[picks].tolist())\n"
-                        "    yield batch",
+                        _edited("PKSampler", ("torch.randperm(len(self.classes), generator=self.generator)[: self.P]",
+                                              "torch.randint(len(self.classes), (self.P,), generator=self.generator)")),
                         "distinct classes"),
-            WrongAnswer("global random generator",
-                        "for _ in range(self.num_batches):\n"
-                        "    chosen = torch.randperm(len(self.classes))[: self.P]\n"
-                        "    batch = []\n"
-                        "    for c in chosen.tolist():\n"
-                        "        members = self.indices_of_class[c]\n"
-                        "        if len(members) >= self.K:\n"
-                        "            picks = torch.randperm(len(members))[: self.K]\n"
-                        "        else:\n"
-                        "            picks = torch.randint(len(members), (self.K,))\n"
-                        "        batch.extend(members[picks].tolist())\n"
-                        "    yield batch",
+            WrongAnswer("global random generator", _edited("PKSampler", (", generator=self.generator", "")),
                         "draw every random number from self.generator"),
         ),
     ),
-    _graded_alone(GradedFunction(
+    GradedFunction(
         name="recall_at_k",
+        stand_ins=DISTANCE_STAND_IN,
         cases=_recall_cases,
         fresh=_recall_fresh,
         # Recalls are multiples of 1/N; a float32 mean is off by ~1e-7 relative, a miscount by >= 1/N.
@@ -624,35 +536,20 @@ SPECS = (
         tolerance="multiples of 1/N (N <= 80); float32 means are off by ~1e-7 relative",
         wrong_answers=(
             WrongAnswer("query is its own neighbour",
-                        "distances = torch.cdist(embeddings, embeddings)\n"
-                        "nearest = distances.topk(min(max(ks), len(labels)), dim=1, largest=False).indices\n"
-                        "found = (labels[nearest] == labels.unsqueeze(1)).cumsum(dim=1) > 0\n"
-                        "return {f'recall@{k}': found[:, min(k, nearest.shape[1]) - 1].double().mean().item() "
-                        "for k in ks}",
+                        _edited("recall_at_k", (".fill_diagonal_(math.inf)", ""), ("len(labels) - 1", "len(labels)")),
                         "the query counted as its own nearest neighbour (leave it out: +inf on the diagonal)"),
             WrongAnswer("precision at k",
-                        "distances = torch.cdist(embeddings, embeddings).fill_diagonal_(math.inf)\n"
-                        "k_max = min(max(ks), len(labels) - 1)\n"
-                        "hits = labels[distances.topk(k_max, dim=1, largest=False).indices] == labels.unsqueeze(1)\n"
-                        "return {f'recall@{k}': hits[:, :k].double().mean().item() for k in ks}",
+                        _edited("recall_at_k", (").cumsum(dim=1) > 0", ")"),
+                                ("int(found[:, min(k, k_max) - 1].sum()) / len(labels)",
+                                 "found[:, :k].double().mean().item()")),
                         "precision@k (the fraction of the k neighbours of the class) instead of recall@k "
                         "(at least one of the k)"),
-            WrongAnswer("farthest neighbours",
-                        "distances = torch.cdist(embeddings, embeddings).fill_diagonal_(-math.inf)\n"
-                        "k_max = min(max(ks), len(labels) - 1)\n"
-                        "nearest = distances.topk(k_max, dim=1, largest=True).indices\n"
-                        "found = (labels[nearest] == labels.unsqueeze(1)).cumsum(dim=1) > 0\n"
-                        "return {f'recall@{k}': found[:, min(k, k_max) - 1].double().mean().item() for k in ks}",
+            WrongAnswer("farthest neighbours", _edited("recall_at_k", ("(math.inf)", "(-math.inf)"),
+                                                       ("largest=False", "largest=True")),
                         f"the farthest neighbours instead of the nearest ({ARGMAX})"),
-            WrongAnswer("cosine neighbours",
-                        _NORMALISE + "distances = torch.cdist(embeddings, embeddings).fill_diagonal_(math.inf)\n"
-                        "k_max = min(max(ks), len(labels) - 1)\n"
-                        "nearest = distances.topk(k_max, dim=1, largest=False).indices\n"
-                        "found = (labels[nearest] == labels.unsqueeze(1)).cumsum(dim=1) > 0\n"
-                        "return {f'recall@{k}': found[:, min(k, k_max) - 1].double().mean().item() for k in ks}",
-                        NORMALISED),
+            WrongAnswer("cosine neighbours", _NORMALISE + _edited("recall_at_k"), NORMALISED),
         ),
-    )),
+    ),
 )
 
 #: What the graded functions may not use (``autograder/judging/policy.py``): pytorch-metric-learning,
