@@ -35,6 +35,7 @@ from __future__ import annotations
 import copy
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -43,11 +44,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from autograder.judging.references import load_reference
-from autograder.judging.solutions import edited_solution, variant
-from autograder.judging.spec import GradedFunction, WrongAnswer, with_policies
-from autograder.judging.toolkit import Failure, StudentError, check_model_report
-from cs_lib.checks import check_close, check_tensor
-from cs_lib.grading.judge_client import module_report
+from autograder.judging.solutions import edited_solution, value_diagnoses
+from autograder.judging.spec import STATE, GradedFunction, WrongAnswer, with_policies
+from autograder.judging.toolkit import (
+    Failure,
+    call_expecting_error,
+    check_detached,
+    check_model,
+    compare,
+    model_call,
+    scaled_atol,
+    structure_problem,
+    thunks,
+)
 from cs_lib.grading.models import CountingModel, FailingHead
 
 ASSIGNMENT = "network_visualization"
@@ -69,8 +78,6 @@ RTOL64, ATOL64 = 1e-6, 1e-7
 RTOL32, ATOL32 = 1e-3, 1e-4
 
 Student = Any  # autograder.judging.judge.RemoteFunction: calls the student's function in the kernel
-Thunks = dict[str, Callable[[], Any]]  # {hint: computes one wrong answer's output on the same inputs}
-STATE = "state: "  # prefix of the wrong answers that a property check catches (not a value diagnosis)
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -160,108 +167,6 @@ def _prepare(model: nn.Module, dtype: torch.dtype, frozen: bool) -> nn.Module:
 
 def _seed(g: torch.Generator) -> int:
     return int(torch.randint(0, 2**31, (1,), generator=g))
-
-
-# --------------------------------------------------------------------------- calling and model state
-
-_MODEL_ADVICE = {
-    "requires_grad": "Leave the model as you found it: take gradients with respect to the image only "
-                     "(torch.autograd.grad(score, X)).",
-    "inplace": "If you turn in-place ReLUs off, restore the old flags afterwards (in a finally block).",
-}
-
-
-def _check_model(name: str, pristine: nn.Module, student: Student, at: int, after_error: bool = False) -> None:
-    """The kernel's report on the model argument ``at`` must match the grader's untouched copy."""
-    try:
-        check_model_report(name, module_report(pristine), student.last_modules.get(f"arg{at}"), after_error)
-    except Failure as exc:
-        advice = next((text for key, text in _MODEL_ADVICE.items() if key in str(exc)), "")
-        raise Failure(f"{exc} {advice}".rstrip()) from None
-
-
-def _error_text(exc: BaseException) -> str:
-    return str(exc)[:300] if isinstance(exc, StudentError) else f"{type(exc).__name__}: {str(exc)[:300]}"
-
-
-def _run(name: str, student: Student, args: tuple, context: str, hint: str = "", at: int = 2) -> Any:
-    """``student(*args)``, its exceptions turned into messages; then the model ``args[at]`` is checked."""
-    try:
-        out = student(*args)
-    except NotImplementedError:
-        raise Failure(f"{name} is not implemented yet (it raised NotImplementedError).") from None
-    except Failure:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the student's error becomes the message
-        raise Failure(f"{name} raised {_error_text(exc)} ({context}). {hint}".rstrip()) from None
-    _check_model(name, args[at], student, at)
-    return out
-
-
-def _check_cleanup_after_error(name: str, student: Student, make_args: Callable[[nn.Module], tuple]) -> None:
-    """Run the student's function on a model that raises mid-forward; hooks and flags must be restored."""
-    model = failing_model(seed=7)
-    try:
-        student(*make_args(model))
-    except NotImplementedError:
-        raise Failure(f"{name} is not implemented yet (it raised NotImplementedError).") from None
-    except Failure:
-        raise
-    except Exception:  # noqa: BLE001 - the model raises on purpose; what matters is what is left behind
-        pass
-    _check_model(name, model, student, 2, after_error=True)
-
-
-# --------------------------------------------------------------------------------------- comparisons
-
-
-def _close(a: Any, b: torch.Tensor, rtol: float, atol: float) -> bool:
-    return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
-            and bool(torch.isfinite(b).all())
-            and bool(((a.detach().double().cpu() - b.double().cpu()).abs()
-                      <= atol + rtol * b.double().cpu().abs()).all()))
-
-
-def _compare(name: str, got: Any, expected: torch.Tensor, context: str, wrong: Thunks | None = None,
-             rtol: float | None = None, atol: float | None = None, hint: str = "") -> None:
-    """check_close with an absolute tolerance relative to the largest expected value (by default the spec's
-    ``rtol`` and ``atol``), and diagnoses."""
-    spec = next(s for s in SPECS if s.name == name)
-    rtol, atol = spec.rtol if rtol is None else rtol, spec.atol if atol is None else atol
-    scale = float(expected.abs().max()) if expected.numel() else 0.0
-    abs_tol = atol * scale if scale > 0 else 1e-12
-    try:
-        check_close(name, got, expected, rtol=rtol, atol=abs_tol, hint=hint)
-    except AssertionError as exc:
-        if isinstance(got, torch.Tensor) and got.shape == expected.shape:
-            for diagnosis, thunk in (wrong or {}).items():
-                try:
-                    candidate = thunk()
-                except Exception:  # noqa: BLE001 - a wrong answer that cannot run here names nothing
-                    continue
-                if _close(got, candidate, rtol, abs_tol):
-                    raise Failure(f"{name} is wrong ({context}): {diagnosis}") from None
-        raise Failure(f"{exc} ({context})") from None
-
-
-@functools.cache
-def _wrong_functions(name: str) -> dict[str, Callable[..., Any]]:
-    """``{hint: function}`` of the value diagnoses of ``name``'s spec, compiled in the notebook's namespace."""
-    spec = next(s for s in SPECS if s.name == name)
-    return {w.hint: variant(ASSIGNMENT, name, w.body) for w in spec.wrong_answers if not w.name.startswith(STATE)}
-
-
-def _thunks(name: str, call: Callable[[Callable[..., Any]], Any]) -> Thunks:
-    """One thunk per wrong answer of ``name``: ``call(wrong_function)`` (on fresh copies of the inputs)."""
-    return {hint: (lambda f=f: call(f)) for hint, f in _wrong_functions(name).items()}
-
-
-def _inplace_hint(inplace: bool) -> str:
-    if not inplace:
-        return ""
-    return ("The result must be the same with in-place ReLUs (inplace=True), where full backward hooks fail and "
-            "stored activations get overwritten: set inplace=False on every nn.ReLU before the forward pass and "
-            "restore the old flags in a finally block.")
 
 
 # ------------------------------------------------------------------------------------ wrong answers
@@ -447,132 +352,162 @@ def _class_step_wrong() -> tuple[WrongAnswer, ...]:
     )
 
 
-# ------------------------------------------------------------------------------------------ saliency
+# ------------------------------------------------------------------------------------ judging calls
 
 
-def _on_copies(X: torch.Tensor, y: torch.Tensor, model: nn.Module, *extra: Any) -> Callable[[Callable], Any]:
-    """``call(f) = f(X, y, copy of model, *extra)``: a grader-side run that leaves the inputs untouched."""
-    return lambda f: f(X.clone(), y.clone(), copy.deepcopy(model), *extra)
+def _inplace_hint(inplace: bool) -> str:
+    if not inplace:
+        return ""
+    return ("The result must be the same with in-place ReLUs (inplace=True), where full backward hooks fail and "
+            "stored activations get overwritten: set inplace=False on every nn.ReLU before the forward pass and "
+            "restore the old flags in a finally block.")
 
 
-def _saliency_test(student: Student, ref: Callable[..., torch.Tensor], spec: GradedFunction,
-                   g: torch.Generator) -> None:
-    name = spec.name
-    for i, case in enumerate(load_reference(ASSIGNMENT)["cases"][name]):
-        model, (X, y), _ = _stored_case(case)
-        context = f"stored case {i}: a small CNN on {tuple(X.shape)} float64 images"
-        got = _run(name, student, (X, y, model), context)
-        _compare(name, got, case["output"], context, _thunks(name, _on_copies(X, y, model)))
-    size = int(torch.randint(56, 97, (1,), generator=g))
-    X = torch.randn(2, 3, size, size, generator=g, dtype=torch.float64)
-    model = squeezenet(dtype=torch.float64)
-    y = top_classes(model, X, g)
-    context = f"random-init SqueezeNet 1.1 on (2, 3, {size}, {size}) float64 images"
-    got = _run(name, student, (X, y, model), context)
-    check_tensor(name, got, shape=(2, size, size), hint="Reduce over the channels (dim=1).")
-    _compare(name, got, ref(X, y, copy.deepcopy(model)), context, _thunks(name, _on_copies(X, y, model)))
-    # float32, with a model whose parameters require grad: the flags must stay as they were.
-    model = tiny_cnn(_seed(g), dtype=torch.float32, frozen=False)
-    X = torch.randn(3, 3, 20, 28, generator=g)
-    y = torch.randint(0, 10, (3,), generator=g)
-    context = "a small CNN whose parameters require grad, on (3, 3, 20, 28) float32 images"
-    got = _run(name, student, (X, y, model), context)
-    check_tensor(name, got, shape=(3, 20, 28), dtype=torch.float32)
-    _compare(name, got, ref(X, y, copy.deepcopy(model)), context, rtol=RTOL32, atol=ATOL32)
+@dataclass
+class _Case:
+    """One call of a graded function on a model, compared with the reference.
+
+    ``args`` are the student's arguments (the model at the test's ``at``); ``call(f)`` runs a notebook function
+    (the reference, a wrong answer) on copies of them (default: :func:`_on_copies` of ``args``); ``expected`` is
+    the reference's output (default: ``call(ref)``). ``advice`` ends a message that names no mistake (``hint``,
+    or a function of the arguments, when the function raised); ``check(got, args, context)`` checks properties first.
+    """
+
+    args: tuple
+    context: str
+    expected: Any = None
+    call: Callable[[Callable[..., Any]], Any] | None = None
+    diagnose: bool = True
+    float32: bool = False
+    advice: str = ""
+    shape_advice: str | None = None
+    hint: str | Callable[[tuple], str] | None = None
+    check: Callable[[Any, tuple, str], None] | None = None
 
 
-# ----------------------------------------------------------------------------------- guided backprop
-
-
-def _guided_test(student: Student, ref: Callable[..., torch.Tensor], spec: GradedFunction,
-                 g: torch.Generator) -> None:
-    """In-place ReLUs and hooks-on-error included. Grader-side runs use copies of the model: a full
-    backward hook marks a module for good against the legacy ``register_backward_hook``, and vice versa."""
-    name = spec.name
-    for i, case in enumerate(load_reference(ASSIGNMENT)["cases"][name]):
-        model, (X, y), _ = _stored_case(case)
-        inplace = case["inputs"]["model"]["inplace"]
-        context = f"stored case {i}: a small CNN{' with in-place ReLUs' if inplace else ''}"
-        got = _run(name, student, (X, y, model), context, hint=_inplace_hint(inplace))
-        _compare(name, got, case["output"], context, _thunks(name, _on_copies(X, y, model)),
-                 hint=_inplace_hint(inplace))
-    size = int(torch.randint(56, 97, (1,), generator=g))
-    X = torch.randn(2, 3, size, size, generator=g, dtype=torch.float64)
-    model = squeezenet(dtype=torch.float64)
-    y = top_classes(model, X, g)
-    expected = ref(X, y, copy.deepcopy(model))
-    context = f"random-init SqueezeNet 1.1 on (2, 3, {size}, {size}) float64 images"
-    got = _run(name, student, (X, y, model), context)
-    check_tensor(name, got, shape=(2, 3, size, size))
-    _compare(name, got, expected, context, _thunks(name, _on_copies(X, y, model)))
-    model = squeezenet(inplace=True, dtype=torch.float64)
-    context = "SqueezeNet 1.1 with in-place ReLUs (inplace=True, as torchvision builds it)"
-    got = _run(name, student, (X, y, model), context, hint=_inplace_hint(True))
-    _compare(name, got, expected, context, hint=_inplace_hint(True))
-    X32 = torch.randn(2, 3, 24, 20, generator=g)
-    y32 = torch.randint(0, 10, (2,), generator=g)
-    model = tiny_cnn(_seed(g), dtype=torch.float32)
-    expected = ref(X32, y32, copy.deepcopy(model))
-    context = "a small CNN on float32 images"
-    got = _run(name, student, (X32, y32, model), context)
-    check_tensor(name, got, shape=(2, 3, 24, 20), dtype=torch.float32)
-    _compare(name, got, expected, context, rtol=RTOL32, atol=ATOL32)
-    _check_cleanup_after_error(name, student, lambda m: (X32.double(), y32, m))
-
-
-# ------------------------------------------------------------------------------------------ Grad-CAM
-
-
-def _gradcam_call(X: torch.Tensor, y: torch.Tensor, model: nn.Module, layer: str) -> Callable[[Callable], Any]:
-    """``call(f)`` = f on copies, with ``layer`` (a submodule name) looked up in the copied model."""
+def _on_copies(args: tuple, in_place: bool = False) -> Callable[[Callable[..., Any]], Any]:
+    """``call(f)``: ``f`` on deep copies of ``args`` (a layer argument stays the copied model's submodule); with
+    ``in_place``, the first argument after ``f`` updated it."""
     def call(f: Callable[..., Any]) -> Any:
-        copied = copy.deepcopy(model)
-        return f(X.clone(), y.clone(), copied, copied.get_submodule(layer))
+        work = copy.deepcopy(args)
+        out = f(*work)
+        return work[0] if in_place else out
     return call
 
 
-def _gradcam_test(student: Student, ref: Callable[..., torch.Tensor], spec: GradedFunction,
-                  g: torch.Generator) -> None:
-    """In-place ReLUs, all-zero maps and hooks-on-error included."""
+def _judge(spec: GradedFunction, student: Student, ref: Callable[..., Any], cases: list[_Case], at: int = 2,
+           in_place: bool = False) -> None:
+    """Each case: the student's call (model checked), ``check``, then the comparison (atol relative to the largest
+    expected value) and the diagnosis by the spec's value mistakes. ``in_place``: the function updates its first
+    argument and returns None (the ``"in_place"`` adapter)."""
     name = spec.name
+    for case in cases:
+        hint = case.hint if case.hint is not None else case.advice
+        if callable(hint):
+            hint = functools.partial(hint, case.args)
+        got = model_call(name, student, case.args, at, context=case.context, hint=hint)
+        if in_place:
+            got = _updated(name, got, case.args[0], case.context)
+        if case.check is not None:
+            case.check(got, case.args, case.context)
+        call = case.call or _on_copies(case.args, in_place)
+        expected = call(ref) if case.expected is None else case.expected
+        rtol, atol = (RTOL32, ATOL32) if case.float32 else (spec.rtol, spec.atol)
+        wrong = thunks(value_diagnoses(ASSIGNMENT, spec), call) if case.diagnose else None
+        compare(name, got, expected, rtol, scaled_atol(expected, atol), case.context, wrong, advice=case.advice,
+                shape_advice=case.shape_advice, diagnosis="Diagnosis: {}")
+
+
+def _stored(name: str, arrange: Callable[[nn.Module, tuple, dict[str, Any]], tuple], **fields: Any) -> list[_Case]:
+    """The stored cases of ``name``: ``arrange(model, args, kwargs)`` gives the student's arguments; ``fields``
+    go to each :class:`_Case` (``advice`` may be a function of the case's output and inplace flag)."""
+    cases = []
     for i, case in enumerate(load_reference(ASSIGNMENT)["cases"][name]):
-        model, (X, y), kwargs = _stored_case(case)
+        model, args, kwargs = _stored_case(case)
         inplace = case["inputs"]["model"]["inplace"]
-        kind = "a small CNN with in-place ReLUs" if inplace else "a small CNN"
-        context = f"stored case {i}: {kind}, layer model[{kwargs['layer']}]"
-        got = _run(name, student, (X, y, model, model.get_submodule(kwargs["layer"])), context,
-                   hint=_inplace_hint(inplace))
-        hint = "An all-zero map must stay zero (no 0/0). " if not case["output"].any() else ""
-        _compare(name, got, case["output"], context, _thunks(name, _gradcam_call(X, y, model, kwargs["layer"])),
-                 hint=hint + _inplace_hint(inplace))
-    size = int(torch.randint(64, 97, (1,), generator=g))
+        settings = "".join(f", {k}={v}" for k, v in kwargs.items())
+        context = (f"on stored case {i}: a small CNN{' with in-place ReLUs' if inplace else ''}, "
+                   f"input {tuple(args[0].shape)}{settings}")
+        advice = fields.get("advice", lambda output, inplace: "")
+        cases.append(_Case(arrange(model, args, kwargs), context, case["output"],
+                           **{**fields, "advice": advice(case["output"], inplace)}))
+    return cases
+
+
+def _fresh_images(g: torch.Generator, low: int, high: int) -> tuple[torch.Tensor, torch.Tensor, nn.Module, int]:
+    """Two float64 images of a random size in [low, high], a float64 SqueezeNet and its top classes."""
+    size = int(torch.randint(low, high + 1, (1,), generator=g))
     X = torch.randn(2, 3, size, size, generator=g, dtype=torch.float64)
     model = squeezenet(dtype=torch.float64)
-    y = top_classes(model, X, g)
-    layer = f"features.{int(torch.randint(10, 13, (1,), generator=g))}"
-    context = f"random-init SqueezeNet 1.1, layer {layer}, (2, 3, {size}, {size}) float64 images"
-    got = _run(name, student, (X, y, model, model.get_submodule(layer)), context)
-    check_tensor(name, got, shape=(2, size, size), hint="Upsample to (H, W); drop the channel dim.")
-    _compare(name, got, _gradcam_call(X, y, model, layer)(ref), context,
-             _thunks(name, _gradcam_call(X, y, model, layer)))
-    # A convolution followed by an in-place ReLU: a stored activation would be overwritten.
+    return X, top_classes(model, X, g), model, size
+
+
+def _small_cnn_images(g: torch.Generator, n: int, h: int, w: int, dtype: torch.dtype = torch.float32,
+                      frozen: bool = True) -> tuple[torch.Tensor, torch.Tensor, nn.Module]:
+    """``n`` random (3, h, w) images, random classes and a fresh small CNN, in ``dtype``."""
+    model = tiny_cnn(_seed(g), dtype=dtype, frozen=frozen)
+    X = torch.randn(n, 3, h, w, generator=g, dtype=dtype)
+    return X, torch.randint(0, 10, (n,), generator=g), model
+
+
+def _check_cleanup_after_error(name: str, student: Student, make_args: Callable[[nn.Module], tuple]) -> None:
+    """Run the student's function on a model that raises mid-forward; hooks and flags must be restored."""
+    model = failing_model(seed=7)
+    call_expecting_error(name, student, make_args(model))
+    check_model(name, model, student, 2, after_error=True)
+
+
+# ---------------------------------------------------------------------------------- the four maps
+
+_SQUEEZENET = "random-init SqueezeNet 1.1 on {} float64 images"
+
+
+def _saliency_test(student: Student, ref: Callable[..., Any], spec: GradedFunction, g: torch.Generator) -> None:
+    X, y, model, size = _fresh_images(g, 56, 96)
+    X32, y32, model32 = _small_cnn_images(g, 3, 20, 28, frozen=False)   # parameters that require grad: keep them so
+    _judge(spec, student, ref, _stored(spec.name, lambda m, args, kw: (*args, m)) + [
+        _Case((X, y, model), "on " + _SQUEEZENET.format((2, 3, size, size)),
+              shape_advice="Reduce over the channels (dim=1)."),
+        _Case((X32, y32, model32), "on a small CNN whose parameters require grad, float32 images (3, 3, 20, 28)",
+              diagnose=False, float32=True)])
+
+
+def _guided_test(student: Student, ref: Callable[..., Any], spec: GradedFunction, g: torch.Generator) -> None:
+    """In-place ReLUs and hooks-on-error included. Grader-side runs use copies of the model: a full backward hook
+    marks a module for good against the legacy ``register_backward_hook``, and vice versa."""
+    X, y, model, size = _fresh_images(g, 56, 96)
+    expected = ref(X, y, copy.deepcopy(model))
+    X32, y32, model32 = _small_cnn_images(g, 2, 24, 20)
+    _judge(spec, student, ref, _stored(spec.name, lambda m, args, kw: (*args, m),
+                                       advice=lambda out, inplace: _inplace_hint(inplace)) + [
+        _Case((X, y, model), "on " + _SQUEEZENET.format((2, 3, size, size)), expected),
+        _Case((X, y, squeezenet(inplace=True)), "on SqueezeNet 1.1 with in-place ReLUs (as torchvision builds it)",
+              expected, diagnose=False, advice=_inplace_hint(True)),
+        _Case((X32, y32, model32), "on a small CNN, float32 images", diagnose=False, float32=True)])
+    _check_cleanup_after_error(spec.name, student, lambda m: (X32.double(), y32, m))
+
+
+def _gradcam_test(student: Student, ref: Callable[..., Any], spec: GradedFunction, g: torch.Generator) -> None:
+    """In-place ReLUs, all-zero maps and hooks-on-error included."""
+    X, y, model, size = _fresh_images(g, 64, 96)
+    layer_name = f"features.{int(torch.randint(10, 13, (1,), generator=g))}"
     seed = _seed(g)
-    X = torch.randn(3, 3, 18, 26, generator=g, dtype=torch.float64)
-    y = torch.randint(0, 10, (3,), generator=g)
-    expected = _gradcam_call(X, y, tiny_cnn(seed), "2")(ref)
-    model = tiny_cnn(seed, inplace=True)
-    context = "a small CNN with in-place ReLUs, layer = a convolution followed by ReLU(inplace=True)"
-    got = _run(name, student, (X, y, model, model[2]), context, hint=_inplace_hint(True))
-    _compare(name, got, expected, context, hint=_inplace_hint(True))
-    model32 = tiny_cnn(seed, dtype=torch.float32)
-    got = _run(name, student, (X.float(), y, model32, model32[4]), "float32 images")
-    check_tensor(name, got, shape=(3, 18, 26), dtype=torch.float32)
-    _compare(name, got, _gradcam_call(X.float(), y, model32, "4")(ref), "a small CNN on float32 images",
-             rtol=RTOL32, atol=ATOL32)
-    _check_cleanup_after_error(name, student, lambda m: (X, y, m, m[2]))
-
-
-# ----------------------------------------------------------------------------------------- occlusion
+    X2 = torch.randn(3, 3, 18, 26, generator=g, dtype=torch.float64)
+    y2 = torch.randint(0, 10, (3,), generator=g)
+    plain, inplace, model32 = tiny_cnn(seed), tiny_cnn(seed, inplace=True), tiny_cnn(seed, dtype=torch.float32)
+    zero = "An all-zero map must stay zero (no 0/0). "
+    _judge(spec, student, ref, _stored(
+        spec.name, lambda m, args, kw: (*args, m, m.get_submodule(kw["layer"])),
+        advice=lambda out, inplace: ("" if out.any() else zero) + _inplace_hint(inplace)) + [
+        _Case((X, y, model, model.get_submodule(layer_name)), f"on {_SQUEEZENET.format((2, 3, size, size))}, layer "
+              f"{layer_name}",
+              shape_advice="Upsample to (H, W); drop the channel dim."),
+        # A convolution followed by an in-place ReLU: a stored activation would be overwritten.
+        _Case((X2, y2, inplace, inplace[2]), "on a small CNN with in-place ReLUs, layer = a convolution followed by "
+              "ReLU(inplace=True)", call=_on_copies((X2, y2, plain, plain[2])), diagnose=False,
+              advice=_inplace_hint(True)),
+        _Case((X2.float(), y2, model32, model32[4]), "on a small CNN, float32 images", diagnose=False, float32=True)])
+    _check_cleanup_after_error(spec.name, student, lambda m: (X2, y2, m, m[2]))
 
 
 def _window_count(size: int, patch: int, stride: int) -> int:
@@ -580,27 +515,18 @@ def _window_count(size: int, patch: int, stride: int) -> int:
     return -(-(size - patch) // stride) + 1
 
 
-def _occlusion_test(student: Student, ref: Callable[..., torch.Tensor], spec: GradedFunction,
-                    g: torch.Generator) -> None:
-    """Border windows, baselines and batched forward passes."""
+def _occlusion_test(student: Student, ref: Callable[..., Any], spec: GradedFunction, g: torch.Generator) -> None:
+    """Border windows, baselines and batched forward passes (counted in the kernel)."""
     name = spec.name
-    for i, case in enumerate(load_reference(ASSIGNMENT)["cases"][name]):
-        model, (X, y), kwargs = _stored_case(case)
-        extra = (kwargs["patch"], kwargs["stride"], kwargs["baseline"])
-        context = (f"stored case {i}: a small CNN on {tuple(X.shape)} images, patch={extra[0]}, "
-                   f"stride={extra[1]}, baseline={extra[2]}")
-        got = _run(name, student, (X, y, model, *extra), context)
-        _compare(name, got, case["output"], context, _thunks(name, _on_copies(X, y, model, *extra)))
     size = int(torch.randint(48, 61, (1,), generator=g))
     X = torch.randn(2, 3, size, size + 4, generator=g, dtype=torch.float64)
     baseline = float(torch.empty(1, dtype=torch.float64).uniform_(-1, 1, generator=g))
     model = squeezenet(dtype=torch.float64)
-    y = top_classes(model, X, g)
-    context = f"random-init SqueezeNet 1.1 on (2, 3, {size}, {size + 4}) float64 images, patch 16, stride 8"
-    got = _run(name, student, (X, y, CountingModel(model), 16, 8, baseline), context)
-    check_tensor(name, got, shape=(2, size, size + 4))
-    _compare(name, got, ref(X, y, copy.deepcopy(model), 16, 8, baseline), context,
-             _thunks(name, _on_copies(X, y, model, 16, 8, baseline)))
+    args = (X, top_classes(model, X, g), model, 16, 8, baseline)
+    context = "on " + _SQUEEZENET.format((2, 3, size, size + 4)) + ", patch 16, stride 8"
+    _judge(spec, student, ref, _stored(name, lambda m, args, kw: (*args, m, kw["patch"], kw["stride"],
+                                                                  kw["baseline"])) + [
+        _Case((*args[:2], CountingModel(model), *args[3:]), context, call=_on_copies(args))])
     windows = _window_count(size, 16, 8) * _window_count(size + 4, 16, 8)
     calls = (student.last_modules.get("arg2") or {}).get("forward_calls")
     if calls is None or calls >= windows:
@@ -612,112 +538,64 @@ def _occlusion_test(student: Student, ref: Callable[..., torch.Tensor], spec: Gr
     stride = int(torch.randint(2, patch + 1, (1,), generator=g))
     H = patch + stride * int(torch.randint(2, 5, (1,), generator=g)) + 1
     W = H + int(torch.randint(1, 6, (1,), generator=g))
-    model = tiny_cnn(_seed(g), dtype=torch.float32)
-    X = torch.randn(3, 3, H, W, generator=g)
-    y = torch.randint(0, 10, (3,), generator=g)
-    context = f"a small CNN on (3, 3, {H}, {W}) float32 images, patch {patch}, stride {stride}"
-    got = _run(name, student, (X, y, model, patch, stride, 0.0), context)
-    check_tensor(name, got, shape=(3, H, W), dtype=torch.float32)
-    _compare(name, got, ref(X, y, copy.deepcopy(model), patch, stride, 0.0), context, rtol=RTOL32, atol=ATOL32)
+    X32, y32, model32 = _small_cnn_images(g, 3, H, W)
+    _judge(spec, student, ref, [_Case((X32, y32, model32, patch, stride, 0.0), f"on a small CNN, float32 images "
+                                      f"(3, 3, {H}, {W}), patch {patch}, stride {stride}", diagnose=False,
+                                      float32=True)])
 
 
 # ---------------------------------------------------------------------------------- fooling images
 
 
-def _fooling_call(X: torch.Tensor, target: int, model: nn.Module, lr: float, max_iter: int
-                  ) -> Callable[[Callable], Any]:
-    return lambda f: f(X.clone(), target, copy.deepcopy(model), lr, max_iter)
-
-
-def _run_fooling(student: Student, X: torch.Tensor, target: int, model: nn.Module, lr: float, max_iter: int,
-                 context: str) -> Any:
-    name = "make_fooling_image"
+def _fooling_hint(args: tuple) -> str:
+    """What a fooling function that raised is told: the reference gets there, unless plain steps do not."""
+    diagnosis = ""
     try:
-        out = student(X, target, model, lr, max_iter)
-    except NotImplementedError:
-        raise Failure(f"{name} is not implemented yet (it raised NotImplementedError).") from None
-    except Failure:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the student's error becomes the message
-        diagnosis = ""
-        try:
-            _fooling_call(X, target, model, lr, max_iter)(_wrong_functions(name)[_UNNORMALIZED_HINT])
-        except RuntimeError:
-            diagnosis = (" With steps of learning_rate * g the reference does not get there either: "
-                         + _UNNORMALIZED_HINT)
-        raise Failure(f"{name} raised {_error_text(exc)} ({context}). The reference fools this model within "
-                      "max_iter steps of normalized ascent on the target's score (steps learning_rate * g / "
-                      f"||g||_2).{diagnosis}") from None
-    _check_model(name, model, student, 2)
-    return out
+        _on_copies(args)(value_diagnoses(ASSIGNMENT, SPECS[4])[_UNNORMALIZED_HINT])
+    except RuntimeError:
+        diagnosis = " With steps of learning_rate * g the reference does not get there either: " + _UNNORMALIZED_HINT
+    return ("The reference fools this model within max_iter steps of normalized ascent on the target's score "
+            f"(steps learning_rate * g / ||g||_2).{diagnosis}")
 
 
-def _check_fooling_output(name: str, got: Any, X: torch.Tensor, target: int, model: nn.Module, context: str) -> None:
-    check_tensor(name, got, shape=tuple(X.shape), dtype=X.dtype)
+def _check_fooled(got: Any, args: tuple, context: str) -> None:
+    X, target, model = args[:3]
+    problem = structure_problem(got, X)
+    if problem:
+        raise Failure(f"make_fooling_image {context}: {problem}.")
     with torch.no_grad():
         predicted = int(model(got).argmax(dim=1)[0])
     if predicted != target:
-        raise Failure(f"{name} returned an image the model classifies as {predicted}, not the target "
+        raise Failure(f"make_fooling_image returned an image the model classifies as {predicted}, not the target "
                       f"{target} ({context}).")
 
 
-def _check_detached(name: str, student: Student, args: tuple, context: str) -> None:
-    """The result must not be attached to the autograd graph. The kernel sends values only, so ask it to
-    backpropagate through the result with respect to nothing: a detached result has no gradient to
-    propagate (a TypeError that says so); an attached one reaches autograd, which refuses empty inputs."""
-    try:
-        student.backward(args, wrt=())
-    except TypeError as exc:
-        if "no gradient to propagate" in str(exc):
-            return
-    except Exception:  # noqa: BLE001 - autograd on an attached result with nothing to differentiate
-        pass
-    raise Failure(f"{name} returned a tensor attached to the autograd graph (requires_grad=True); "
-                  f"return X_fooling.detach() ({context}).")
-
-
-def _fooling_test(student: Student, ref: Callable[..., torch.Tensor], spec: GradedFunction,
-                  g: torch.Generator) -> None:
+def _fooling_test(student: Student, ref: Callable[..., Any], spec: GradedFunction, g: torch.Generator) -> None:
     name = spec.name
-    for i, case in enumerate(load_reference(ASSIGNMENT)["cases"][name]):
-        model, (X, target), kwargs = _stored_case(case)
-        lr, max_iter = kwargs["learning_rate"], kwargs["max_iter"]
-        context = f"stored case {i}: a small CNN, target {target}"
-        got = _run_fooling(student, X, target, model, lr, max_iter, context)
-        _check_fooling_output(name, got, X, target, model, context)
-        _compare(name, got, case["output"], context, _thunks(name, _fooling_call(X, target, model, lr, max_iter)))
     model, X, target, lr, expected = _foolable_case(ref, g, torch.float64)
-    context = f"a small CNN, target {target}, learning_rate {lr:.3f}, max_iter 60"
-    got = _run_fooling(student, X, target, model, lr, 60, context)
-    _check_detached(name, student, (X, target, model, lr, 60), context)
-    _check_fooling_output(name, got, X, target, model, context)
-    _compare(name, got, expected, context, _thunks(name, _fooling_call(X, target, model, lr, 60)))
-    # Already classified as the target: return (a copy of) X without any step.
+    args = (X, target, model, lr, 60)
+    context = f"on a small CNN, target {target}, learning_rate {lr:.3f}, max_iter 60"
     with torch.no_grad():
         current = int(model(X).argmax(dim=1)[0])
-    context = "the image is already classified as the target"
-    got = _run_fooling(student, X, current, model, lr, 60, context)
-    _compare(name, got, X, context,
-             hint="Check the prediction before each step: when X is already classified as target_y, return it.")
-    # float32: properties only (dtype, fooled).
-    model, X, target, lr, _ = _foolable_case(ref, g, torch.float32)
-    context = f"a small CNN on a float32 image, target {target}, learning_rate {lr:.3f}, max_iter 60"
-    got = _run_fooling(student, X, target, model, lr, 60, context)
-    _check_fooling_output(name, got, X, target, model, context)
+    _judge(spec, student, ref, [
+        *_stored(name, lambda m, args, kw: (*args[:2], m, kw["learning_rate"], kw["max_iter"]), check=_check_fooled,
+                 hint=_fooling_hint),
+        _Case(args, context, expected, hint=_fooling_hint(args), check=_check_fooled),
+        # Already classified as the target: return (a copy of) X without any step.
+        _Case((X, current, model, lr, 60), "when the image is already classified as the target", X, diagnose=False,
+              advice="Check the prediction before each step: when X is already classified as target_y, return it.")])
+    check_detached(name, student, args, {}, f"return X_fooling.detach() ({context}).")
+    model, X, target, lr, _ = _foolable_case(ref, g, torch.float32)   # float32: properties only (dtype, fooled)
+    context = f"on a small CNN, float32 image, target {target}, learning_rate {lr:.3f}, max_iter 60"
+    _check_fooled(model_call(name, student, (X, target, model, lr, 60), 2, context=context), (X, target, model),
+                  context)
     # Plain ascent cannot succeed here: the function must raise instead of returning a wrong image.
     model = stall_model()
-    try:
-        out = student(torch.zeros(1, 3, 8, 8, dtype=torch.float64), 1, model, 0.5, 30)
-    except NotImplementedError:
-        raise Failure(f"{name} is not implemented yet (it raised NotImplementedError).") from None
-    except Failure:
-        raise
-    except Exception:  # noqa: BLE001 - raising is the expected behaviour; the docstring asks for RuntimeError
-        pass
-    else:
+    raised, out = call_expecting_error(name, student, (torch.zeros(1, 3, 8, 8, dtype=torch.float64), 1, model, 0.5, 30))
+    if not raised:
         raise Failure(f"{name} returned {type(out).__name__} on a model that plain ascent cannot fool "
                       "within max_iter steps (another class rises faster); it must raise a RuntimeError.")
-    _check_model(name, model, student, 2, after_error=True)
+    check_model(name, model, student, 2, after_error=True)
 
 
 def _foolable_case(ref: Callable[..., torch.Tensor], g: torch.Generator, dtype: torch.dtype
@@ -741,21 +619,8 @@ def _foolable_case(ref: Callable[..., torch.Tensor], g: torch.Generator, dtype: 
 # ----------------------------------------------------------------------------- class visualization
 
 
-def _class_step_call(img: torch.Tensor, model: nn.Module, target: int, l2_reg: float, lr: float
-                     ) -> Callable[[Callable], torch.Tensor]:
-    """``call(f)``: the image after ``f`` updated a copy of ``img`` in place."""
-    def call(f: Callable[..., Any]) -> torch.Tensor:
-        work = img.clone()
-        f(work, copy.deepcopy(model), target, l2_reg, lr)
-        return work
-    return call
-
-
-def _run_class_step(student: Student, img: torch.Tensor, model: nn.Module, target: int, l2_reg: float,
-                    lr: float, context: str) -> torch.Tensor:
-    name = "class_visualization_update_step"
-    out = _run(name, student, (img, model, target, l2_reg, lr), context,
-               hint="Note that img does not require grad: take the gradient on a copy that does.", at=1)
+def _updated(name: str, out: dict[str, Any], img: torch.Tensor, context: str) -> torch.Tensor:
+    """The image a function that updates its first argument in place left (the ``"in_place"`` adapter's reply)."""
     updated = out["arguments"][0]
     if not isinstance(updated, torch.Tensor) or torch.equal(updated, img):
         raise Failure(f"{name} did not change img ({context}); update it in place, e.g. "
@@ -766,29 +631,19 @@ def _run_class_step(student: Student, img: torch.Tensor, model: nn.Module, targe
 
 
 def _class_step_test(student: Student, ref: Callable[..., None], spec: GradedFunction, g: torch.Generator) -> None:
-    name = spec.name
-    for i, case in enumerate(load_reference(ASSIGNMENT)["cases"][name]):
-        model, (img, target), kwargs = _stored_case(case)
-        l2_reg, lr = kwargs["l2_reg"], kwargs["learning_rate"]
-        context = f"stored case {i}: a small CNN, target {target}, l2_reg {l2_reg:g}, learning_rate {lr:g}"
-        got = _run_class_step(student, img, model, target, l2_reg, lr, context)
-        _compare(name, got, case["output"], context, _thunks(name, _class_step_call(img, model, target, l2_reg, lr)))
     size = int(torch.randint(56, 81, (1,), generator=g))
     img = torch.randn(1, 3, size, size, generator=g, dtype=torch.float64)
     l2_reg = float(10 ** torch.empty(1).uniform_(-3, -1, generator=g))
     lr = float(torch.empty(1).uniform_(0.5, 30.0, generator=g))
     model = squeezenet(dtype=torch.float64)
     target = int(top_classes(model, img, g)[0])
-    context = f"random-init SqueezeNet 1.1, a (1, 3, {size}, {size}) image, l2_reg {l2_reg:.3g}, lr {lr:.3g}"
-    got = _run_class_step(student, img, model, target, l2_reg, lr, context)
-    _compare(name, got, _class_step_call(img, model, target, l2_reg, lr)(ref), context,
-             _thunks(name, _class_step_call(img, model, target, l2_reg, lr)))
-    img32 = img.float()
-    model = squeezenet(dtype=torch.float32)
-    got = _run_class_step(student, img32, model, target, l2_reg, lr, "float32 image")
-    check_tensor(name, got, shape=tuple(img32.shape), dtype=torch.float32)
-    _compare(name, got, _class_step_call(img32, model, target, l2_reg, lr)(ref), "float32 image",
-             rtol=RTOL32, atol=ATOL32)
+    hint = "Note that img does not require grad: take the gradient on a copy that does."
+    _judge(spec, student, ref, [
+        *_stored(spec.name, lambda m, args, kw: (args[0], m, args[1], kw["l2_reg"], kw["learning_rate"]), hint=hint),
+        _Case((img, model, target, l2_reg, lr), f"on random-init SqueezeNet 1.1, a (1, 3, {size}, {size}) image, "
+              f"l2_reg {l2_reg:.3g}, lr {lr:.3g}", hint=hint),
+        _Case((img.float(), squeezenet(dtype=torch.float32), target, l2_reg, lr), "on a float32 image",
+              diagnose=False, float32=True, hint=hint)], at=1, in_place=True)
 
 
 # --------------------------------------------------------------------------------- stored references
