@@ -67,10 +67,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from autograder.judging.references import load_reference
-from autograder.judging.solutions import edited_solution, function_source, load_namespace, variant
-from autograder.judging.spec import Call, GradedFunction, WrongAnswer, with_policies
-from autograder.judging.toolkit import Failure, StudentError, clone_args
-from cs_lib.checks import check_close, check_tensor
+from autograder.judging.solutions import edited_solution, function_source, load_namespace, value_diagnoses
+from autograder.judging.spec import STATE, Call, GradedFunction, WrongAnswer, load_specs, with_policies
+from autograder.judging.toolkit import (
+    Failure,
+    check_detached,
+    clone_args,
+    compare,
+    scaled_atol,
+    structure_problem,
+    student_call,
+    thunks,
+)
 
 ASSIGNMENT = "style_transfer"
 REFERENCE_SEED = 231
@@ -96,7 +104,6 @@ STYLE_LAYERS = (1, 4, 6, 7)
 STYLE_WEIGHTS = (300000.0, 1000.0, 15.0, 3.0)
 
 Student = Any  # autograder.judging.judge.RemoteFunction: calls the student's function in the kernel
-STATE = "state: "  # prefix of the wrong answers that a property check catches (not a value diagnosis)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -192,19 +199,6 @@ def make_references(sol: SimpleNamespace) -> dict[str, list[dict[str, Any]]]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _call(name: str, student: Student, *args: Any, hint: str = "", **kwargs: Any) -> Any:
-    """``student(*args, **kwargs)``; its exceptions become messages that name them."""
-    try:
-        return student(*args, **kwargs)
-    except NotImplementedError:
-        raise Failure(f"{name} is not implemented yet (it raised NotImplementedError).") from None
-    except Failure:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the student's error becomes the message
-        text = str(exc) if isinstance(exc, StudentError) else f"{type(exc).__name__}: {exc}"
-        raise Failure(f"{name} raised {text}. {hint}".rstrip()) from None
-
-
 def _rtol(dtype: torch.dtype) -> float:
     return FLOAT64_RTOL if dtype == torch.float64 else FLOAT32_RTOL
 
@@ -218,29 +212,6 @@ def _max_error(got: torch.Tensor, expected: torch.Tensor) -> float:
     return float((a - b).abs().max()) / max(scale, 1e-300) if b.numel() else 0.0
 
 
-def _compare(name: str, got: Any, expected: torch.Tensor, rtol: float,
-             wrong: dict[str, Callable[[], Any]] | None = None, hint: str = "", shape_hint: str = "") -> None:
-    """Check ``got`` against ``expected`` (norm-wise); name the wrong answer it matches, if any."""
-    check_tensor(name, got, shape=tuple(expected.shape), hint=shape_hint or hint)
-    if got.dtype != expected.dtype:
-        raise Failure(f"{name} returned dtype {got.dtype} for {expected.dtype} inputs; keep the "
-                      f"inputs' dtype (do not call .float() or .double()).")
-    if _max_error(got, expected) <= rtol:
-        return
-    for wrong_hint, thunk in (wrong or {}).items():
-        try:
-            value = torch.as_tensor(thunk())
-        except Exception:  # noqa: BLE001 - a wrong answer that cannot run on this input matches nothing
-            continue
-        if _max_error(got, value) <= max(rtol, 1e-4):
-            hint = wrong_hint
-            break
-    scale = float(expected.detach().abs().max())
-    check_close(name, got, expected, rtol=0.0, atol=rtol * scale, hint=hint)
-    raise Failure(f"{name}: result differs from the reference by more than {rtol:g} of its largest "
-                  f"value. {hint}".rstrip())
-
-
 def _input_dtype(args: tuple) -> torch.dtype:
     for a in args:
         if isinstance(a, torch.Tensor):
@@ -248,15 +219,6 @@ def _input_dtype(args: tuple) -> torch.dtype:
         if isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.Tensor):
             return a[0].dtype
     return torch.float64
-
-
-@functools.cache
-def _wrong_functions(name: str, stand_ins: bool = False) -> dict[str, Callable[..., Any]]:
-    """``{hint: function}`` of the value diagnoses of ``name``'s spec, compiled in the notebook's namespace (with
-    the grader's stand-ins in their globals when ``stand_ins``)."""
-    spec = next(s for s in SPECS if s.name == name)
-    wrong = {w.hint: variant(ASSIGNMENT, name, w.body) for w in spec.wrong_answers if not w.name.startswith(STATE)}
-    return {hint: with_stand_ins(f) for hint, f in wrong.items()} if stand_ins else wrong
 
 
 #: Per loss: the hint for any mismatch, and the hint for a wrong shape.
@@ -278,47 +240,41 @@ _STYLE_GRAM = "gram_matrix"
 
 
 def _loss_test(student: Student, ref: Callable[..., torch.Tensor], spec: GradedFunction, g: torch.Generator) -> None:
-    """Hidden test of a loss: stored cases, then the spec's fresh inputs, each compared norm-wise."""
-    name = spec.name
-    hint, shape_hint = _HINTS[name]
-    if name != "style_loss":
-        _loss_cases(name, student, ref, spec.fresh(g), load_reference(ASSIGNMENT)["cases"][name], hint, shape_hint)
+    """Hidden test of a loss: the spec's fresh inputs, then the stored cases, each compared norm-wise."""
+    stored = [(tuple(c["inputs"].get("args", ())), c["inputs"].get("kwargs", {}), f"stored case {i}", c["output"])
+              for i, c in enumerate(load_reference(ASSIGNMENT)["cases"][spec.name])]
+    if spec.name != "style_loss":
+        _check_losses(spec, student, ref, spec.fresh(g) + stored)
         return
     try:
-        _loss_cases(name, student.with_stand_ins({_STYLE_GRAM: STAND_INS[_STYLE_GRAM]}), with_stand_ins(ref),
-                    spec.fresh(g), load_reference(ASSIGNMENT)["cases"][name], hint, shape_hint, stand_ins=True)
+        _check_losses(spec, student.with_stand_ins({_STYLE_GRAM: STAND_INS[_STYLE_GRAM]}), with_stand_ins(ref),
+                      spec.fresh(g) + stored, stand_ins=True)
     except AssertionError as with_stand_in:
         # A correct style_loss that computes its Gram matrices without calling gram_matrix ignores the stand-in:
         # it passes on true Gram targets with its own code. Otherwise the diagnosis that names a mistake stands.
         try:
-            _loss_cases(name, student, ref, _style_calls(g, load_namespace(ASSIGNMENT)["gram_matrix"]), [], hint,
-                        shape_hint)
+            _check_losses(spec, student, ref, _style_calls(g, load_namespace(ASSIGNMENT)["gram_matrix"]))
         except AssertionError as on_its_own:
-            named = [exc for exc in (with_stand_in, on_its_own)
-                     if any(w.hint in str(exc).replace(hint, "") for w in spec.wrong_answers)]
+            named = [exc for exc in (with_stand_in, on_its_own) if getattr(exc, "hint", "")]
             raise (named or [with_stand_in])[0] from None
 
 
-def _loss_cases(name: str, student: Student, ref: Callable[..., torch.Tensor], fresh: list[Call],
-                stored: list[dict[str, Any]], hint: str, shape_hint: str, stand_ins: bool = False) -> None:
-    """Fresh calls, then stored cases, each compared norm-wise with the reference (and the wrong answers, run with
-    the grader's stand-ins when ``stand_ins``)."""
-    for call in fresh:
-        _check_call(name, student, ref, call.args, call.kwargs, None, hint, shape_hint, stand_ins)
-    for case in stored:
-        inputs = case["inputs"]
-        _check_call(name, student, ref, tuple(inputs.get("args", ())), inputs.get("kwargs", {}), case["output"],
-                    hint, shape_hint, stand_ins)
-
-
-def _check_call(name: str, student: Student, ref: Callable[..., torch.Tensor], args: tuple, kwargs: dict,
-                expected: torch.Tensor | None, hint: str, shape_hint: str, stand_ins: bool = False) -> None:
-    got = _call(name, student, *args, hint=hint, **kwargs)
-    if expected is None:
-        expected = ref(*clone_args(args), **clone_args(kwargs))
-    thunks = {h: (lambda f=f: f(*clone_args(args), **clone_args(kwargs)))
-              for h, f in _wrong_functions(name, stand_ins).items()}
-    _compare(name, got, expected, _rtol(_input_dtype(args)), thunks, hint=hint, shape_hint=shape_hint)
+def _check_losses(spec: GradedFunction, student: Student, ref: Callable[..., torch.Tensor],
+                  calls: list[Call | tuple[tuple, dict[str, Any], str, Any]], stand_ins: bool = False) -> None:
+    """Each call (or stored ``(args, kwargs, label, output)``) compared norm-wise (:func:`_rtol` of its dtype times
+    the largest |expected|) with the reference's output, and diagnosed by the value mistakes (run with the grader's
+    stand-ins when ``stand_ins``)."""
+    name, (hint, shape_hint) = spec.name, _HINTS[spec.name]
+    wrong = {h: with_stand_ins(f) if stand_ins else f for h, f in value_diagnoses(ASSIGNMENT, spec).items()}
+    for call in calls:
+        args, kwargs, label, expected = (call.args, call.kwargs, call.describe(), None) if isinstance(call, Call) \
+            else call
+        got = student_call(name, student, args, kwargs, hint=hint)
+        if expected is None:
+            expected = ref(*clone_args(args), **clone_args(kwargs))
+        compare(name, got, expected, 0.0, scaled_atol(expected, _rtol(_input_dtype(args))), f"on {label}",
+                thunks(wrong, lambda f, a=args, k=kwargs: f(*clone_args(a), **clone_args(k))), advice=hint,
+                shape_advice=shape_hint, diagnosis="Diagnosis: {}")
 
 
 def _weight(g: torch.Generator) -> float:
@@ -547,11 +503,8 @@ def _seeded_stand_ins(seed: int) -> dict[str, str]:
     return {**STAND_INS, _SEED_NAME: f"torch.manual_seed({seed})\n{_SEED_NAME} = None\n"}
 
 
-def _run_student_loop(student: Student, seed: int, backward: bool = False, **kwargs: Any) -> Any:
-    view = student.with_stand_ins(_seeded_stand_ins(seed))
-    if backward:
-        return view.backward((), kwargs, wrt=())
-    return _call("style_transfer", view, hint=LOOP_HINT, **kwargs)
+def _run_student_loop(student: Student, seed: int, **kwargs: Any) -> Any:
+    return student_call("style_transfer", student.with_stand_ins(_seeded_stand_ins(seed)), (), kwargs, hint=LOOP_HINT)
 
 
 def _run_reference_loop(fn: Callable[..., Any], seed: int, **kwargs: Any) -> Any:
@@ -575,9 +528,10 @@ def _check_loop_output(out: Any, num_iterations: int, shape: tuple[int, ...],
     if not (isinstance(out, tuple) and len(out) == 2):
         raise Failure(f"{name} returned {type(out).__name__}; expected a tuple (img, losses).")
     img, losses = out
-    check_tensor(name, img, shape=shape, dtype=dtype,
-                 hint="Return the optimised image itself, shape (1, 3, H, W), in the model's dtype and on its "
-                      "device.")
+    problem = structure_problem(img, torch.empty(shape, dtype=dtype), "the image")
+    if problem:
+        raise Failure(f"{name}: {problem}. Return the optimised image itself, shape (1, 3, H, W), in the model's "
+                      "dtype and on its device.")
     if not isinstance(losses, list) or len(losses) != num_iterations:
         got = len(losses) if isinstance(losses, list) else type(losses).__name__
         raise Failure(f"{name} returned losses = {got}; expected a list of num_iterations = "
@@ -585,19 +539,6 @@ def _check_loop_output(out: Any, num_iterations: int, shape: tuple[int, ...],
     if not all(isinstance(v, float) and math.isfinite(v) for v in losses):
         raise Failure(f"{name}: every entry of losses must be a finite Python float (loss.item()).")
     return img, losses
-
-
-def _check_detached(student: Student, seed: int, **kwargs: Any) -> None:
-    """The image must be detached: the kernel sends values only, so ask it to backpropagate through the
-    returned image (a detached image has no gradient to propagate: a TypeError that says so)."""
-    try:
-        _run_student_loop(student, seed, backward=True, **kwargs)
-    except TypeError as exc:
-        if "no gradient to propagate" in str(exc):
-            return
-    except Exception:  # noqa: BLE001 - autograd on an attached image with nothing to differentiate: attached
-        pass
-    raise Failure("style_transfer returned an image that requires grad; return img.detach().")
 
 
 def _same_losses(got: list[float], expected: list[float]) -> bool:
@@ -611,7 +552,7 @@ def _loop_diagnosis(losses: list[float], run: Callable[..., Any]) -> str:
     losses are the first two of the full run (the decay, at step int(decay_lr_at * 2) >= 1, acts after
     the second loss), so only the wrong loops that start like the student's are run in full.
     """
-    for hint, fn in _wrong_functions("style_transfer").items():
+    for hint, fn in value_diagnoses(ASSIGNMENT, load_specs(ASSIGNMENT)["style_transfer"]).items():
         try:
             if not _same_losses(losses[:2], run(fn, 2)[1]) or not _same_losses(losses, run(fn, len(losses))[1]):
                 continue
@@ -628,16 +569,16 @@ def _compare_runs(label: str, got: tuple[torch.Tensor, list[float]], expected: t
     worst = max(range(len(losses)), key=lambda t: abs(losses[t] - ref_losses[t]) / abs(ref_losses[t]))
     if abs(losses[worst] - ref_losses[worst]) > LOOP_LOSS_RTOL * abs(ref_losses[worst]):
         diagnosis = _loop_diagnosis(losses, run)
-        check_close(name + ", losses[0]", losses[0], ref_losses[0], rtol=LOOP_LOSS_RTOL, hint=first_hint + diagnosis)
+        compare(name + ", losses[0]", losses[0], ref_losses[0], LOOP_LOSS_RTOL, 0.0, advice=first_hint + diagnosis)
         raise Failure(f"{name}: the loss at iteration {worst} is {losses[worst]:.10g}; the reference loop "
                       f"gives {ref_losses[worst]:.10g} (relative tolerance {LOOP_LOSS_RTOL:g}). {LOOP_HINT}"
                       f"{diagnosis}")
     if float(img.min()) < -1.5 or float(img.max()) > 1.5:
         raise Failure(f"{name}: the result has values in [{float(img.min()):.3g}, {float(img.max()):.3g}]; "
                       "clamp img to [-1.5, 1.5] after every optimizer step.")
-    check_close(name + ", image", img, ref_img, rtol=0.0, atol=LOOP_IMAGE_ATOL,
-                hint="The losses match but the returned image does not: return img.detach() after the last "
-                     "step and clamp.")
+    compare(name + ", image", img, ref_img, 0.0, LOOP_IMAGE_ATOL,
+            advice="The losses match but the returned image does not: return img.detach() after the last step and "
+                   "clamp.")
 
 
 def _loop_test(student: Student, ref: Callable[..., Any], spec: GradedFunction, g: torch.Generator) -> None:
@@ -677,7 +618,8 @@ def _loop_test(student: Student, ref: Callable[..., Any], spec: GradedFunction, 
         expected = _run_reference_loop(ref, seed, **kwargs)
         _compare_runs(label + ", float64", got, expected, first_hint,
                       lambda fn, n, kwargs=kwargs: _run_reference_loop(fn, seed, **{**kwargs, "num_iterations": n}))
-    _check_detached(student, seed, **params, num_iterations=2, model=model)
+    check_detached("style_transfer", student.with_stand_ins(_seeded_stand_ins(seed)), (),
+                   {**params, "num_iterations": 2, "model": model}, "return img.detach().")
     out = _run_student_loop(student, seed, **params, num_iterations=10, initial_lr=0.05, decayed_lr=0.01,
                             model=squeezenet_features(REFERENCE_SEED))
     _, losses = _check_loop_output(out, 10, shape, torch.float32)
