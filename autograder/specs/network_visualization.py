@@ -418,19 +418,29 @@ def _judge(spec: GradedFunction, student: Student, ref: Callable[..., Any], case
                 shape_advice=case.shape_advice, diagnosis="Diagnosis: {}")
 
 
-def _stored(name: str, arrange: Callable[[nn.Module, tuple, dict[str, Any]], tuple], **fields: Any) -> list[_Case]:
-    """The stored cases of ``name``: ``arrange(model, args, kwargs)`` gives the student's arguments; ``fields``
-    go to each :class:`_Case` (``advice`` may be a function of the case's output and inplace flag)."""
+#: Per function: its arguments from a stored case's model, positional and keyword inputs.
+_ARRANGE: dict[str, Callable[[nn.Module, tuple, dict[str, Any]], tuple]] = {
+    "compute_saliency_maps": lambda m, args, kw: (*args, m),
+    "compute_guided_backprop": lambda m, args, kw: (*args, m),
+    "compute_gradcam": lambda m, args, kw: (*args, m, m.get_submodule(kw["layer"])),
+    "compute_occlusion_map": lambda m, args, kw: (*args, m, kw["patch"], kw["stride"], kw["baseline"]),
+    "make_fooling_image": lambda m, args, kw: (*args, m, kw["learning_rate"], kw["max_iter"]),
+    "class_visualization_update_step": lambda m, args, kw: (args[0], m, args[1], kw["l2_reg"], kw["learning_rate"]),
+}
+
+
+def _stored(name: str, **fields: Any) -> list[_Case]:
+    """The stored cases of ``name`` (:func:`make_references`); ``fields`` go to each :class:`_Case` (``advice`` may
+    be a function of the case's output and inplace flag)."""
     cases = []
     for i, case in enumerate(load_reference(ASSIGNMENT)["cases"][name]):
-        model, args, kwargs = _stored_case(case)
-        inplace = case["inputs"]["model"]["inplace"]
+        args, kwargs, spec = tuple(case["inputs"]["args"]), case["inputs"].get("kwargs", {}), case["inputs"]["model"]
         settings = "".join(f", {k}={v}" for k, v in kwargs.items())
-        context = (f"on stored case {i}: a small CNN{' with in-place ReLUs' if inplace else ''}, "
+        context = (f"on stored case {i}: a small CNN{' with in-place ReLUs' if spec['inplace'] else ''}, "
                    f"input {tuple(args[0].shape)}{settings}")
         advice = fields.get("advice", lambda output, inplace: "")
-        cases.append(_Case(arrange(model, args, kwargs), context, case["output"],
-                           **{**fields, "advice": advice(case["output"], inplace)}))
+        cases.append(_Case(_ARRANGE[name](_stored_model(spec), args, kwargs), context, case["output"],
+                           **{**fields, "advice": advice(case["output"], spec["inplace"])}))
     return cases
 
 
@@ -465,7 +475,7 @@ _SQUEEZENET = "random-init SqueezeNet 1.1 on {} float64 images"
 def _saliency_test(student: Student, ref: Callable[..., Any], spec: GradedFunction, g: torch.Generator) -> None:
     X, y, model, size = _fresh_images(g, 56, 96)
     X32, y32, model32 = _small_cnn_images(g, 3, 20, 28, frozen=False)   # parameters that require grad: keep them so
-    _judge(spec, student, ref, _stored(spec.name, lambda m, args, kw: (*args, m)) + [
+    _judge(spec, student, ref, _stored(spec.name) + [
         _Case((X, y, model), "on " + _SQUEEZENET.format((2, 3, size, size)),
               shape_advice="Reduce over the channels (dim=1)."),
         _Case((X32, y32, model32), "on a small CNN whose parameters require grad, float32 images (3, 3, 20, 28)",
@@ -478,8 +488,7 @@ def _guided_test(student: Student, ref: Callable[..., Any], spec: GradedFunction
     X, y, model, size = _fresh_images(g, 56, 96)
     expected = ref(X, y, copy.deepcopy(model))
     X32, y32, model32 = _small_cnn_images(g, 2, 24, 20)
-    _judge(spec, student, ref, _stored(spec.name, lambda m, args, kw: (*args, m),
-                                       advice=lambda out, inplace: _inplace_hint(inplace)) + [
+    _judge(spec, student, ref, _stored(spec.name, advice=lambda out, inplace: _inplace_hint(inplace)) + [
         _Case((X, y, model), "on " + _SQUEEZENET.format((2, 3, size, size)), expected),
         _Case((X, y, squeezenet(inplace=True)), "on SqueezeNet 1.1 with in-place ReLUs (as torchvision builds it)",
               expected, diagnose=False, advice=_inplace_hint(True)),
@@ -490,17 +499,15 @@ def _guided_test(student: Student, ref: Callable[..., Any], spec: GradedFunction
 def _gradcam_test(student: Student, ref: Callable[..., Any], spec: GradedFunction, g: torch.Generator) -> None:
     """In-place ReLUs, all-zero maps and hooks-on-error included."""
     X, y, model, size = _fresh_images(g, 64, 96)
-    layer_name = f"features.{int(torch.randint(10, 13, (1,), generator=g))}"
+    layer = f"features.{int(torch.randint(10, 13, (1,), generator=g))}"
     seed = _seed(g)
     X2 = torch.randn(3, 3, 18, 26, generator=g, dtype=torch.float64)
     y2 = torch.randint(0, 10, (3,), generator=g)
     plain, inplace, model32 = tiny_cnn(seed), tiny_cnn(seed, inplace=True), tiny_cnn(seed, dtype=torch.float32)
     zero = "An all-zero map must stay zero (no 0/0). "
     _judge(spec, student, ref, _stored(
-        spec.name, lambda m, args, kw: (*args, m, m.get_submodule(kw["layer"])),
-        advice=lambda out, inplace: ("" if out.any() else zero) + _inplace_hint(inplace)) + [
-        _Case((X, y, model, model.get_submodule(layer_name)), f"on {_SQUEEZENET.format((2, 3, size, size))}, layer "
-              f"{layer_name}",
+        spec.name, advice=lambda out, inplace: ("" if out.any() else zero) + _inplace_hint(inplace)) + [
+        _Case((X, y, model, model.get_submodule(layer)), f"on {_SQUEEZENET.format((2, 3, size, size))}, layer {layer}",
               shape_advice="Upsample to (H, W); drop the channel dim."),
         # A convolution followed by an in-place ReLU: a stored activation would be overwritten.
         _Case((X2, y2, inplace, inplace[2]), "on a small CNN with in-place ReLUs, layer = a convolution followed by "
@@ -524,8 +531,7 @@ def _occlusion_test(student: Student, ref: Callable[..., Any], spec: GradedFunct
     model = squeezenet(dtype=torch.float64)
     args = (X, top_classes(model, X, g), model, 16, 8, baseline)
     context = "on " + _SQUEEZENET.format((2, 3, size, size + 4)) + ", patch 16, stride 8"
-    _judge(spec, student, ref, _stored(name, lambda m, args, kw: (*args, m, kw["patch"], kw["stride"],
-                                                                  kw["baseline"])) + [
+    _judge(spec, student, ref, _stored(name) + [
         _Case((*args[:2], CountingModel(model), *args[3:]), context, call=_on_copies(args))])
     windows = _window_count(size, 16, 8) * _window_count(size + 4, 16, 8)
     calls = (student.last_modules.get("arg2") or {}).get("forward_calls")
@@ -578,9 +584,8 @@ def _fooling_test(student: Student, ref: Callable[..., Any], spec: GradedFunctio
     with torch.no_grad():
         current = int(model(X).argmax(dim=1)[0])
     _judge(spec, student, ref, [
-        *_stored(name, lambda m, args, kw: (*args[:2], m, kw["learning_rate"], kw["max_iter"]), check=_check_fooled,
-                 hint=_fooling_hint),
-        _Case(args, context, expected, hint=_fooling_hint(args), check=_check_fooled),
+        *_stored(name, check=_check_fooled, hint=_fooling_hint),
+        _Case(args, context, expected, hint=_fooling_hint, check=_check_fooled),
         # Already classified as the target: return (a copy of) X without any step.
         _Case((X, current, model, lr, 60), "when the image is already classified as the target", X, diagnose=False,
               advice="Check the prediction before each step: when X is already classified as target_y, return it.")])
@@ -639,7 +644,7 @@ def _class_step_test(student: Student, ref: Callable[..., None], spec: GradedFun
     target = int(top_classes(model, img, g)[0])
     hint = "Note that img does not require grad: take the gradient on a copy that does."
     _judge(spec, student, ref, [
-        *_stored(spec.name, lambda m, args, kw: (args[0], m, args[1], kw["l2_reg"], kw["learning_rate"]), hint=hint),
+        *_stored(spec.name, hint=hint),
         _Case((img, model, target, l2_reg, lr), f"on random-init SqueezeNet 1.1, a (1, 3, {size}, {size}) image, "
               f"l2_reg {l2_reg:.3g}, lr {lr:.3g}", hint=hint),
         _Case((img.float(), squeezenet(dtype=torch.float32), target, l2_reg, lr), "on a float32 image",
@@ -649,11 +654,14 @@ def _class_step_test(student: Student, ref: Callable[..., None], spec: GradedFun
 # --------------------------------------------------------------------------------- stored references
 
 
+def _stored_model(spec: dict[str, Any]) -> nn.Module:
+    """The small CNN of a stored case, rebuilt from ``{"inplace", "num_classes", "state_dict"}``, in float64."""
+    return tiny_cnn(0, inplace=spec["inplace"], num_classes=spec["num_classes"], state_dict=spec["state_dict"])
+
+
 def _stored_case(case: dict[str, Any]) -> tuple[nn.Module, tuple, dict[str, Any]]:
     """The model (rebuilt from its stored state_dict), positional inputs and keyword inputs of a case."""
-    spec = case["inputs"]["model"]
-    model = tiny_cnn(0, inplace=spec["inplace"], num_classes=spec["num_classes"], state_dict=spec["state_dict"])
-    return model, tuple(case["inputs"]["args"]), dict(case["inputs"].get("kwargs", {}))
+    return _stored_model(case["inputs"]["model"]), tuple(case["inputs"]["args"]), dict(case["inputs"].get("kwargs", {}))
 
 
 def make_references(sol: SimpleNamespace) -> dict[str, list[dict[str, Any]]]:
@@ -661,9 +669,10 @@ def make_references(sol: SimpleNamespace) -> dict[str, list[dict[str, Any]]]:
 
     A :class:`~autograder.judging.spec.Call` cannot hold a model in a reference file (loaded with
     ``weights_only=True``), so these cases store each model as ``{"inplace", "num_classes", "state_dict"}``
-    and :func:`_stored_case` rebuilds it.
+    and :func:`_stored_model` rebuilds it.
     """
     g = torch.Generator().manual_seed(REFERENCE_SEED)
+    cases: dict[str, list[dict[str, Any]]] = {s.name: [] for s in SPECS}
 
     def model_spec(seed: int, inplace: bool = False, zero_class: int | None = None) -> dict[str, Any]:
         model = tiny_cnn(seed, inplace=inplace, dtype=torch.float32)  # stored in float32, used in float64
@@ -673,67 +682,52 @@ def make_references(sol: SimpleNamespace) -> dict[str, list[dict[str, Any]]]:
         return {"inplace": inplace, "num_classes": 10,
                 "state_dict": {k: v.clone() for k, v in model.state_dict().items()}}
 
-    def build(spec: dict[str, Any]) -> nn.Module:
-        return tiny_cnn(0, inplace=spec["inplace"], num_classes=spec["num_classes"], state_dict=spec["state_dict"])
+    def run(fn: str, spec: dict[str, Any], args: tuple, kwargs: dict[str, Any]) -> torch.Tensor:
+        in_place = fn == "class_visualization_update_step"
+        return _on_copies(_ARRANGE[fn](_stored_model(spec), args, kwargs), in_place)(getattr(sol, fn))
 
-    cases: dict[str, list[dict[str, Any]]] = {s.name: [] for s in SPECS}
+    def add(fn: str, spec: dict[str, Any], args: tuple, **kwargs: Any) -> None:
+        cases[fn].append({"inputs": {"model": spec, "args": args, **({"kwargs": kwargs} if kwargs else {})},
+                          "output": run(fn, spec, args, kwargs)})
+
     for seed, shape, inplace in [(1, (2, 3, 20, 20), False), (2, (3, 3, 16, 24), True)]:
         spec = model_spec(seed, inplace)
         X = torch.randn(*shape, generator=g, dtype=torch.float64)
         y = torch.randint(0, 10, (shape[0],), generator=g)
-        for fn in ("compute_saliency_maps", "compute_guided_backprop"):
-            out = getattr(sol, fn)(X, y, build(spec))
-            cases[fn].append({"inputs": {"model": spec, "args": (X, y)}, "output": out})
+        add("compute_saliency_maps", spec, (X, y))
+        add("compute_guided_backprop", spec, (X, y))
     for seed, shape, inplace, layer, zero in [(3, (2, 3, 20, 20), False, "4", None),
                                               (4, (2, 3, 18, 22), True, "2", None),
                                               (5, (2, 3, 16, 16), False, "2", 6)]:
         spec = model_spec(seed, inplace, zero)
         X = torch.randn(*shape, generator=g, dtype=torch.float64)
         y = torch.randint(0, 10, (shape[0],), generator=g) if zero is None else torch.tensor([zero, zero])
-        model = build(spec)
-        out = sol.compute_gradcam(X, y, model, model.get_submodule(layer))
-        cases["compute_gradcam"].append({"inputs": {"model": spec, "args": (X, y), "kwargs": {"layer": layer}},
-                                         "output": out})
+        add("compute_gradcam", spec, (X, y), layer=layer)
     # Maps that are positive everywhere, so that min-max normalization differs from dividing by the max.
-    spec = model_spec(16)
-    model = build(spec)
-    y = torch.tensor([2, 4])
+    spec, y = model_spec(16), torch.tensor([2, 4])
     for _ in range(100):
         X = torch.randn(2, 3, 16, 16, generator=g, dtype=torch.float64)
-        out = sol.compute_gradcam(X, y, model, model[4])
-        if bool((out.amin(dim=(1, 2)) > 0.01).all()):
+        if bool((run("compute_gradcam", spec, (X, y), {"layer": "4"}).amin(dim=(1, 2)) > 0.01).all()):
             break
     else:  # pragma: no cover
         raise RuntimeError("make_references: found no Grad-CAM case with a positive map")
-    cases["compute_gradcam"].append({"inputs": {"model": spec, "args": (X, y), "kwargs": {"layer": "4"}},
-                                     "output": out})
+    add("compute_gradcam", spec, (X, y), layer="4")
     for seed, shape, patch, stride, baseline in [(6, (2, 3, 24, 24), 8, 5, 0.0), (7, (1, 3, 20, 26), 6, 4, -0.5)]:
         spec = model_spec(seed)
         X = torch.randn(*shape, generator=g, dtype=torch.float64)
         y = torch.randint(0, 10, (shape[0],), generator=g)
-        kwargs = {"patch": patch, "stride": stride, "baseline": baseline}
-        out = sol.compute_occlusion_map(X, y, build(spec), **kwargs)
-        cases["compute_occlusion_map"].append({"inputs": {"model": spec, "args": (X, y), "kwargs": kwargs},
-                                               "output": out})
+        add("compute_occlusion_map", spec, (X, y), patch=patch, stride=stride, baseline=baseline)
     for seed in (8, 9):
         spec = model_spec(seed)
-        model = build(spec)
         X = torch.randn(1, 3, 20, 20, generator=g, dtype=torch.float64)
         with torch.no_grad():
-            target = int(model(X)[0].argsort(descending=True)[1])
-        kwargs = {"learning_rate": 0.5, "max_iter": 100}
-        out = sol.make_fooling_image(X, target, model, **kwargs)
-        cases["make_fooling_image"].append({"inputs": {"model": spec, "args": (X, target), "kwargs": kwargs},
-                                            "output": out})
+            target = int(_stored_model(spec)(X)[0].argsort(descending=True)[1])
+        add("make_fooling_image", spec, (X, target), learning_rate=0.5, max_iter=100)
     for seed, l2_reg, lr in [(10, 1e-2, 0.7), (11, 1e-3, 5.0)]:
         spec = model_spec(seed)
         img = torch.randn(1, 3, 20, 20, generator=g, dtype=torch.float64)
         target = int(torch.randint(0, 10, (1,), generator=g))
-        out = img.clone()
-        sol.class_visualization_update_step(out, build(spec), target, l2_reg, lr)
-        cases["class_visualization_update_step"].append(
-            {"inputs": {"model": spec, "args": (img, target), "kwargs": {"l2_reg": l2_reg, "learning_rate": lr}},
-             "output": out})
+        add("class_visualization_update_step", spec, (img, target), l2_reg=l2_reg, learning_rate=lr)
     return cases
 
 
