@@ -351,6 +351,18 @@ def pairwise_distances(embeddings, squared=False):
 
 # ------------------------------------------------------------------------------------------ the specs
 
+#: The batch functions' inputs, with the grader's distances (DISTANCE_STAND_IN); the losses' tolerances.
+_BATCH: dict[str, Any] = {"stand_ins": DISTANCE_STAND_IN, "cases": _batch_cases, "fresh": _batch_fresh}
+_BATCH_LOSS: dict[str, Any] = {**_BATCH, "rtol": 1e-6, "atol": 1e-6, "tolerance": "float64; the stand-in distances "
+                               "differ from the reference's by ~1e-7 at duplicates; mistakes differ by > 1e-2"}
+
+
+def _batch_gradients(name: str) -> Callable[..., None]:
+    """The batch losses' check: finite gradients with duplicate embeddings (zero distances)."""
+    return _finite_gradients(name, (_duplicate_rows(), torch.tensor([0, 1, 0, 1, 2])), (0,),
+                             "with duplicate embeddings", margin=1.0)
+
+
 SPECS = (
     GradedFunction(
         name="pairwise_distances",
@@ -426,12 +438,7 @@ SPECS = (
     ),
     GradedFunction(
         name="batch_all_triplet_loss",
-        stand_ins=DISTANCE_STAND_IN,
-        cases=_batch_cases,
-        fresh=_batch_fresh,
-        rtol=1e-6, atol=1e-6,
-        tolerance="float64; the stand-in distances differ from the reference's by ~1e-7 at duplicates; "
-                  "mistakes differ by > 1e-2",
+        **_BATCH_LOSS,
         wrong_answers=(
             WrongAnswer("mean over all valid triplets",
                         _edited("batch_all_triplet_loss", ("losses.sum() / num_active.clamp(min=1)",
@@ -446,17 +453,11 @@ SPECS = (
                                                                "int(num_active) / len(labels) ** 3")),
                         "fraction_active over all B^3 index triples instead of the valid triplets"),
         ),
-        checks=(_finite_gradients("batch_all_triplet_loss", (_duplicate_rows(), torch.tensor([0, 1, 0, 1, 2])),
-                                  (0,), "with duplicate embeddings", margin=1.0),),
+        checks=(_batch_gradients("batch_all_triplet_loss"),),
     ),
     GradedFunction(
         name="batch_hard_triplet_loss",
-        stand_ins=DISTANCE_STAND_IN,
-        cases=_batch_cases,
-        fresh=_batch_fresh,
-        rtol=1e-6, atol=1e-6,
-        tolerance="float64; the stand-in distances differ from the reference's by ~1e-7 at duplicates; "
-                  "mistakes differ by > 1e-2",
+        **_BATCH_LOSS,
         wrong_answers=(
             WrongAnswer("farthest negative",
                         _edited("batch_hard_triplet_loss",
@@ -481,14 +482,11 @@ SPECS = (
                                      "F.relu(hardest_positive - hardest_negative + margin).sum() / len(labels)")),
                         "averaging over every anchor instead of those with a positive and a negative"),
         ),
-        checks=(_finite_gradients("batch_hard_triplet_loss", (_duplicate_rows(), torch.tensor([0, 1, 0, 1, 2])),
-                                  (0,), "with duplicate embeddings", margin=1.0),),
+        checks=(_batch_gradients("batch_hard_triplet_loss"),),
     ),
     GradedFunction(
         name="semi_hard_triplets",
-        stand_ins=DISTANCE_STAND_IN,
-        cases=_batch_cases,
-        fresh=_batch_fresh,
+        **_BATCH,
         rtol=0.0, atol=0.0,
         tolerance="index sets compared exactly after sorting; float64 inputs without near-ties at the boundaries",
         normalize=_sorted_triplets,
