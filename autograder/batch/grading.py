@@ -47,8 +47,10 @@ from autograder.batch.results import export_grades, merge_into_gradebook, summar
 from autograder.batch.scheduler import default_jobs, run_jobs
 from autograder.batch.shards import Manifest, Shard, now_utc, plan_of, split, write_atomically
 from autograder.batch.submissions import Discovery, discover, known_assignments
+from autograder.execution import sandbox
 from autograder.execution.limits import Limits
 from autograder.execution.records import Submission, SubmissionResult, readable_timestamp
+from autograder.execution.warm_kernels import start_template
 from autograder.execution.worker import Job
 from autograder.feedback.pages import generate_feedback, rejected_page, warm_up
 from autograder.judging.digest import grader_digest, verify
@@ -114,7 +116,8 @@ class ResultStamp:
 
 def grade(submissions: Path, out: Path, jobs: int | None = None, limits: Limits | None = None,
           assignment: str | None = None, feedback: bool = True, progress: bool = True,
-          keep_work: bool = False, shard: Shard | None = None, force: bool = False) -> GradingRun:
+          keep_work: bool = False, shard: Shard | None = None, force: bool = False,
+          warm_kernels: bool = True) -> GradingRun:
     """Grade every submission under ``submissions`` (or one shard of them) into the nbgrader course ``out``.
 
     Args:
@@ -128,6 +131,8 @@ def grade(submissions: Path, out: Path, jobs: int | None = None, limits: Limits 
         keep_work: keep the temporary course folders (for debugging).
         shard: grade only this shard's students (:mod:`autograder.batch.shards`).
         force: regrade submissions whose result is already in ``out`` with the same input.
+        warm_kernels: fork kernels from a template that has imported torch
+            (:mod:`autograder.execution.warm_kernels`) where possible; False: every kernel starts cold.
     """
     start = time.perf_counter()
     out = Path(out)
@@ -153,6 +158,7 @@ def grade(submissions: Path, out: Path, jobs: int | None = None, limits: Limits 
         manifest.write(out)  # first: a shard that dies from here on is known to have started
     grader_digests = {n: grader_digest(n) for n in names}
     work = Path(tempfile.mkdtemp(prefix="autograder-"))
+    warm = None
     try:
         with sigterm_as_exit():
             template = make_course_dir(work / "template", names)
@@ -169,8 +175,11 @@ def grade(submissions: Path, out: Path, jobs: int | None = None, limits: Limits 
                     todo.append((sub, digest))
                 else:
                     kept.append(previous)
+            if warm_kernels and todo and limits.sandbox and sandbox.plan(True, limits.network_isolation).files_isolated:
+                warm = start_template()
             job_list = [Job(i, sub, template, work / f"job{i:05d}", limits, generate_feedback if feedback else None,
-                            grader_digests[sub.assignment]) for i, (sub, _) in enumerate(todo)]
+                            grader_digests[sub.assignment], warm.socket_path if warm else None)
+                        for i, (sub, _) in enumerate(todo)]
             by_key = {(job.submission.assignment, job.submission.student): (job, digest)
                       for job, (_, digest) in zip(job_list, todo)}
             if feedback and len(job_list) > 1:
@@ -212,6 +221,8 @@ def grade(submissions: Path, out: Path, jobs: int | None = None, limits: Limits 
                 manifest.graded, manifest.resumed, manifest.finished = len(results), len(kept), now_utc()
                 manifest.write(out)
     finally:
+        if warm is not None:
+            warm.close()
         if keep_work:
             print(f"work folders kept in {work}", file=sys.stderr)
         else:

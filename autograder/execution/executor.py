@@ -66,7 +66,7 @@ from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Float, Integer, Unicode
 
-from autograder.execution import sandbox
+from autograder.execution import sandbox, warm_kernels
 from autograder.execution.isolation import (
     MemoryWatchdog,
     SandboxedKernelManager,
@@ -127,6 +127,9 @@ class ResilientExecute(Execute):
                                         "nbgrader's own rule from the outputs)").tag(config=True)
     report_key = Unicode("", help="key under which take_report() returns the timing report (empty: not kept)"
                          ).tag(config=True)
+    kernel_template = Unicode("", help="socket of the warm kernel template of this run "
+                                       "(autograder.execution.warm_kernels; empty: kernels start cold)"
+                              ).tag(config=True)
 
     max_processes = Integer(DEFAULTS.processes, help="processes and threads a kernel may have (RLIMIT_NPROC, when "
                                                      "the grader is root and the kernel runs as a uid of its own)"
@@ -170,7 +173,7 @@ class ResilientExecute(Execute):
         self._runtime: str | None = None
         self._watchdog = MemoryWatchdog(self.memory_limit)
         self._judge = self._start_judge()
-        report: dict[str, Any] = {"restarts": 0, "kernel_start_seconds": [], "cell_seconds": 0.0}
+        report: dict[str, Any] = {"restarts": 0, "kernel_start_seconds": [], "cell_seconds": 0.0, "warm_starts": 0}
         succeeded: list[int] = []
         alive = True
         try:
@@ -516,6 +519,9 @@ class ResilientExecute(Execute):
                                         processes=self.max_processes, seed=self._seed,
                                         shown=(os.path.dirname(self._judge.socket_path),) if self._judge else ())
                 self.km.command_prefix = sandbox.kernel_prefix(plan, [self._runtime], box)
+                if self.kernel_template and box.uid is not None:
+                    self.km.warm_template = self.kernel_template
+                    self.km.warm_request = warm_kernels.kernel_request(plan, [self._runtime], box)
                 # In its own PID namespace the kernel is not the process the manager started, so
                 # interrupts go over the control channel instead of as a signal.
                 self.km.kernel_spec.interrupt_mode = "message"
@@ -532,6 +538,7 @@ class ResilientExecute(Execute):
             return False
         self._watchdog.watch(self._kernel_pid(), self._runtime)
         report["kernel_start_seconds"].append(time.monotonic() - start)
+        report["warm_starts"] += isinstance(self.km.provisioner.process, warm_kernels.WarmKernel)
         return True
 
     def _recover(self, succeeded: list[int], report: dict[str, Any]) -> bool:
@@ -577,8 +584,10 @@ class ResilientExecute(Execute):
         return True
 
     def _kernel_pid(self) -> int | None:
+        """The kernel's process as this machine sees it (a warm kernel's, not its keeper's: the keeper is a copy of
+        the template, whose memory is not the kernel's)."""
         process = getattr(getattr(self.km, "provisioner", None), "process", None)
-        return getattr(process, "pid", None)
+        return getattr(process, "kernel_pid", getattr(process, "pid", None))
 
     def _death_reason(self) -> str:
         if self._watchdog.reason:

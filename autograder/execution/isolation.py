@@ -8,8 +8,9 @@
   a few entries or a megabyte of files there, or any folder, is an attack on the disk, and the
   kernel is killed. It looks at the folder's entries with ``lstat`` only (no link is followed).
 - :class:`SandboxedKernelManager` starts kernels behind the prefix of
-  :mod:`autograder.execution.sandbox` (no network, no file but its own). A kernel in its own
-  network namespace cannot reach the grader over TCP loopback, so it talks over Unix
+  :mod:`autograder.execution.sandbox` (no network, no file but its own), or asks the warm kernel
+  template for one (:mod:`autograder.execution.warm_kernels`), in the same sandbox. A kernel in its
+  own network namespace cannot reach the grader over TCP loopback, so it talks over Unix
   sockets (``transport = "ipc"``) instead.
 - :func:`kill_process_tree` ends a process and all its descendants.
 """
@@ -23,7 +24,7 @@ import threading
 
 import psutil
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import List, Unicode
+from traitlets import Dict, List, Unicode
 
 GiB = 1024**3
 
@@ -190,8 +191,33 @@ class SandboxedKernelManager(AsyncKernelManager):
         if self.command_prefix:
             self.transport = "ipc"
 
+    warm_template = Unicode("", help="socket of the warm kernel template (autograder.execution.warm_kernels); "
+                                     "empty: start an interpreter").tag(config=True)
+    warm_request = Dict(help="the sandbox part of a warm kernel request (warm_kernels.kernel_request)")
+
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         return [*self.command_prefix, *super().format_kernel_cmd(extra_arguments)]
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: object) -> None:
+        """Ask the warm template for the kernel when there is one; start the command (cold) otherwise or if it fails."""
+        if self.warm_template and self.warm_request:
+            from autograder.execution.warm_kernels import WarmKernel, warm_argv
+
+            argv = warm_argv(kernel_cmd[len(self.command_prefix):])
+            if argv is not None:
+                try:
+                    env = {**(kw.get("env") or {}), "JPY_PARENT_PID": str(os.getpid())}  # as jupyter_client sets
+                    process = WarmKernel(self.warm_template, {**self.warm_request, "env": env, "argv": argv})
+                except OSError as exc:
+                    self.log.warning("kernel started cold: %s", exc)
+                else:
+                    provisioner = self.provisioner
+                    assert provisioner is not None
+                    provisioner.process = process
+                    provisioner.pid, provisioner.pgid, provisioner.cwd = process.pid, None, kw.get("cwd")
+                    self._reconcile_connection_info(provisioner.connection_info)
+                    return
+        await super()._async_launch_kernel(kernel_cmd, **kw)
 
 
 def exit_description(returncode: int | None) -> str:

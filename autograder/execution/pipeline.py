@@ -97,7 +97,8 @@ def autograde_preprocessors(strict_stderr: bool = False) -> list[type]:
     return steps
 
 
-def autograde_config(base: Config, limits: Limits, *, judge_assignment: str = "", report_key: str = "") -> Config:
+def autograde_config(base: Config, limits: Limits, *, judge_assignment: str = "", report_key: str = "",
+                     kernel_template: str = "") -> Config:
     """``base`` (the course's nbgrader config) plus the kit's pipeline and ``limits``."""
     cfg = Config(base)
     cfg.Autograde.autograde_preprocessors = autograde_preprocessors(limits.strict_stderr)
@@ -112,6 +113,7 @@ def autograde_config(base: Config, limits: Limits, *, judge_assignment: str = ""
     cfg.ResilientExecute.network_isolation = bool(limits.network_isolation)
     cfg.ResilientExecute.file_isolation = bool(limits.sandbox)
     cfg.ResilientExecute.report_key = report_key
+    cfg.ResilientExecute.kernel_template = kernel_template
     cfg.ResilientExecute.judge_assignment = judge_assignment
     cfg.ScoreFromVerdicts.strict_stderr = bool(limits.strict_stderr)
     return cfg

@@ -247,16 +247,16 @@ def memory_split(limit: int) -> tuple[int, int, int, int]:
     return limit - tmp - shm - work, tmp, shm, work
 
 
-def kernel_prefix(plan: SandboxPlan, writable: list[str], box: KernelBox | None = None) -> list[str]:
-    """The argv to put in front of a kernel command.
+def sandbox_arguments(writable: list[str], box: KernelBox | None = None) -> tuple[dict[str, str], list[str]]:
+    """``sandbox.sh``'s settings (environment variables) and its three path lists (read-only, writable, devices).
 
     Args:
-        plan: this machine's :func:`plan`.
         writable: grader-made folders the kernel may write (its runtime folder for its sockets).
         box: the kernel's bounds, uid and working-folder seed (default: :class:`KernelBox` ()).
+
+    Raises:
+        ValueError: a writable folder is, holds or is inside the repository.
     """
-    if not plan.files_isolated:
-        return list(plan.prefix)
     box = box or KernelBox()
     repo = REPO_ROOT.resolve()
     bad = [w for w in writable if Path(w).resolve() == repo or repo.is_relative_to(Path(w).resolve())
@@ -272,8 +272,22 @@ def kernel_prefix(plan: SandboxPlan, writable: list[str], box: KernelBox | None 
                 "DLCV_SANDBOX_SEED": box.seed or "", "DLCV_SANDBOX_MASK": ":".join(naming_the_checkout())}
     if cache := _matplotlib_cache():
         settings["DLCV_SANDBOX_MPLCACHE"] = cache
-    return ["env", *(f"{k}={v}" for k, v in settings.items()), *plan.prefix, ":".join(read_only),
-            ":".join(writable), ":".join(device_paths()), "--"]
+    return {k: str(v) for k, v in settings.items()}, [":".join(read_only), ":".join(writable),
+                                                       ":".join(device_paths())]
+
+
+def kernel_prefix(plan: SandboxPlan, writable: list[str], box: KernelBox | None = None) -> list[str]:
+    """The argv to put in front of a kernel command.
+
+    Args:
+        plan: this machine's :func:`plan`.
+        writable: grader-made folders the kernel may write (its runtime folder for its sockets).
+        box: the kernel's bounds, uid and working-folder seed (default: :class:`KernelBox` ()).
+    """
+    if not plan.files_isolated:
+        return list(plan.prefix)
+    settings, paths = sandbox_arguments(writable, box)
+    return ["env", *(f"{k}={v}" for k, v in settings.items()), *plan.prefix, *paths, "--"]
 
 
 def _matplotlib_cache() -> str | None:

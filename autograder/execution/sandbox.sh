@@ -13,6 +13,10 @@
 #   DLCV_SANDBOX_NPROC      RLIMIT_NPROC (processes and threads of that uid)
 #   DLCV_SANDBOX_FSIZE      RLIMIT_FSIZE (largest file COMMAND may write)
 #   DLCV_SANDBOX_MPLCACHE   matplotlib's font cache, copied privately
+#   DLCV_SANDBOX_ENTER_ONLY non-empty: stop after pivot_root, without running COMMAND or dropping privileges. The
+#                           caller (a warm kernel template's child, autograder/execution/kernel_template.py) shares
+#                           this shell's mount namespace, so pivot_root moves its root too; it then drops its
+#                           privileges itself, as the end of this script would.
 #
 # The command sees a new root holding only: the read-only paths (the Python environment, data caches,
 # system folders), cs_lib, the writable paths (the kernel's runtime folder for its sockets), a few device
@@ -83,7 +87,8 @@ fi
 hostname sandbox 2>/dev/null || true  # the UTS namespace is ours: the host's name is not shown
 nproc_limit=${DLCV_SANDBOX_NPROC:-512}
 fsize_limit=${DLCV_SANDBOX_FSIZE:-268435456}
-unset DLCV_SANDBOX_MPLCACHE DLCV_SANDBOX_WORK DLCV_SANDBOX_SEED DLCV_SANDBOX_KIT DLCV_SANDBOX_MASK DLCV_SANDBOX_TMP_SIZE \
+enter_only=${DLCV_SANDBOX_ENTER_ONLY:-}
+unset DLCV_SANDBOX_ENTER_ONLY DLCV_SANDBOX_MPLCACHE DLCV_SANDBOX_WORK DLCV_SANDBOX_SEED DLCV_SANDBOX_KIT DLCV_SANDBOX_MASK DLCV_SANDBOX_TMP_SIZE \
   DLCV_SANDBOX_SHM_SIZE DLCV_SANDBOX_WORK_SIZE DLCV_SANDBOX_UID DLCV_SANDBOX_NPROC DLCV_SANDBOX_FSIZE
 cd "$root"
 mkdir .old-root
@@ -92,6 +97,7 @@ rmdir "/.old-root$root" 2>/dev/null || true  # the host's empty mount point: lea
 umount -l /.old-root
 rmdir /.old-root
 mount -o remount,ro,bind / 2>/dev/null || true
+[ -n "$enter_only" ] && exit 0
 cd "$work"
 export HOME="$work"
 if [ -n "$uid" ]; then

@@ -69,6 +69,7 @@ class Job:
     limits: Limits = field(default_factory=Limits)
     feedback: FeedbackRenderer | None = None  # write the student's feedback page with it
     grader_digest: str | None = None  # the assignment's grader files when the batch started (judging.digest)
+    kernel_template: str | None = None  # socket of the run's warm kernel template (execution.warm_kernels)
 
 
 def grade_job(job: Job) -> SubmissionResult:
@@ -123,7 +124,7 @@ def _grade_job(job: Job) -> SubmissionResult:
     notes = [*sub.notes, *(c.detail for c in changes if not _is_graded_id(release, c.grade_id))]
     autograde_start = time.monotonic()
     try:
-        _run_autograde(root, assignment, job.limits)
+        _run_autograde(root, assignment, job.limits, job.kernel_template)
     except Exception as exc:  # noqa: BLE001 - nbgrader refused the notebook
         traceback.print_exc()
         _take_report(root)  # a report the executor may have kept is not needed: do not keep it in memory
@@ -177,7 +178,7 @@ def _prepare_environment(limits: Limits, root: Path) -> None:
     os.environ.update(env)
 
 
-def _run_autograde(root: Path, assignment: str, limits: Limits) -> None:
+def _run_autograde(root: Path, assignment: str, limits: Limits, kernel_template: str | None = None) -> None:
     """nbgrader's ``Autograde`` converter, in this process, with the kit's pipeline."""
     from nbgrader.converters import Autograde
     from nbgrader.coursedir import CourseDirectory
@@ -187,7 +188,8 @@ def _run_autograde(root: Path, assignment: str, limits: Limits) -> None:
 
     base = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
     base.CourseDirectory.root = str(root)
-    cfg = autograde_config(base, limits, judge_assignment=assignment, report_key=str(root))
+    cfg = autograde_config(base, limits, judge_assignment=assignment, report_key=str(root),
+                           kernel_template=kernel_template or "")
     handler = logging.FileHandler(root / "nbgrader.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger = logging.getLogger("traitlets")
@@ -231,6 +233,7 @@ def _timings(root: Path, setup: float, total: float) -> dict[str, float]:
         timings["restarts"] = float(data.get("restarts", 0))
         timings["peak_rss"] = float(data.get("peak_rss", 0))
         timings["judge"] = float(data.get("judge_seconds", 0.0))
+        timings["warm_starts"] = float(data.get("warm_starts", 0))
     return timings
 
 
