@@ -18,6 +18,8 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
+from jupyter_client import BlockingKernelClient
+from jupyter_client.connect import write_connection_file
 
 from autograder import REPO_ROOT
 from autograder.execution import sandbox, warm_kernels
@@ -98,19 +100,35 @@ def test_two_warm_kernels_share_no_state(template, tmp_path: Path, monkeypatch) 
     assert _report(first.cells[1])["random"] != _report(second.cells[1])["random"]  # reseeded per kernel
 
 
-def test_a_warm_kernel_dies_when_its_grading_process_goes(template, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["connection closed", "keeper killed"])
+def test_a_warm_kernel_never_outlives_its_keeper_or_its_grading_process(template, tmp_path: Path, how: str) -> None:
     runtime = tmp_path / "rt"
     runtime.mkdir()
     plan = sandbox.plan(files=True, network=True)
-    request = warm_kernels.kernel_request(plan, [str(runtime)], sandbox.KernelBox(uid=sandbox.kernel_uid()))
-    kernel = warm_kernels.WarmKernel(template.socket_path, {**request, "env": {"PATH": "/usr/bin:/bin"},
-                                                            "argv": ["-f", str(runtime / "missing.json")]})
-    assert psutil.pid_exists(kernel.kernel_pid)
-    kernel._conn.close()  # what the connection does when the grading process dies
+    uid = sandbox.kernel_uid()
+    request = warm_kernels.kernel_request(plan, [str(runtime)], sandbox.KernelBox(uid=uid))
+    connection, _ = write_connection_file(str(runtime / "kernel.json"), transport="ipc", ip=str(runtime / "kernel"))
+    env = {"PATH": "/usr/bin:/bin", "HOME": sandbox.WORK_DIR, "PYTHONPATH": sandbox.KIT_DIR}
+    kernel = warm_kernels.WarmKernel(template.socket_path, {**request, "env": env, "argv": ["-f", connection]})
+    client = BlockingKernelClient(connection_file=connection)
+    client.load_connection_file()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)  # running, past the privilege drop (which clears PR_SET_PDEATHSIG)
+    finally:
+        client.stop_channels()
+    assert psutil.Process(kernel.kernel_pid).uids().real == uid
+    if how == "connection closed":
+        kernel._conn.close()  # what the connection does when the grading process dies
+    else:
+        kernel.kill()  # what jupyter_client's shutdown does: the keeper goes, and the kernel with it
     deadline = time.monotonic() + 10
     while psutil.pid_exists(kernel.kernel_pid) and time.monotonic() < deadline:
+        if psutil.Process(kernel.kernel_pid).status() == psutil.STATUS_ZOMBIE:
+            break
         time.sleep(0.05)
-    assert not psutil.pid_exists(kernel.kernel_pid) or psutil.Process(kernel.kernel_pid).status() == "zombie"
+    assert not psutil.pid_exists(kernel.kernel_pid) or \
+        psutil.Process(kernel.kernel_pid).status() == psutil.STATUS_ZOMBIE
 
 
 def test_the_template_dies_with_the_grader(tmp_path: Path) -> None:

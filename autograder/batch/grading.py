@@ -50,7 +50,7 @@ from autograder.batch.submissions import Discovery, discover, known_assignments
 from autograder.execution import sandbox
 from autograder.execution.limits import Limits
 from autograder.execution.records import Submission, SubmissionResult, readable_timestamp
-from autograder.execution.warm_kernels import start_template
+from autograder.execution.warm_kernels import launch_template
 from autograder.execution.worker import Job
 from autograder.feedback.pages import generate_feedback, rejected_page, warm_up
 from autograder.judging.digest import grader_digest, verify
@@ -176,23 +176,25 @@ def grade(submissions: Path, out: Path, jobs: int | None = None, limits: Limits 
                 else:
                     kept.append(previous)
             if warm_kernels and todo and limits.sandbox and sandbox.plan(True, limits.network_isolation).files_isolated:
-                warm = start_template()
-            job_list = [Job(i, sub, template, work / f"job{i:05d}", limits, generate_feedback if feedback else None,
-                            grader_digests[sub.assignment], warm.socket_path if warm else None)
-                        for i, (sub, _) in enumerate(todo)]
-            by_key = {(job.submission.assignment, job.submission.student): (job, digest)
-                      for job, (_, digest) in zip(job_list, todo)}
-            if feedback and len(job_list) > 1:
+                warm = launch_template()  # it imports torch on one core while this process warms up below
+            if feedback and len(todo) > 1:
                 try:
                     warm_up(template, names[0], work)
                 except Exception:  # noqa: BLE001 - only an optimization
                     pass
-            if job_list:
+            if todo:
                 from autograder.judging.judge import warm_up as warm_up_judges
 
-                warm_up_judges(sorted({job.submission.assignment for job in job_list}))
+                warm_up_judges(sorted({sub.assignment for sub, _ in todo}))
                 for name in names:  # what the judges just loaded is what the batch started with
                     verify(name, grader_digests[name])
+            if warm is not None and not warm.ready():
+                warm = None  # kernels start cold
+            job_list = [Job(i, sub, template, work / f"job{i:05d}", limits, generate_feedback if feedback else None,
+                            grader_digests[sub.assignment], warm.socket_path if warm is not None else None)
+                        for i, (sub, _) in enumerate(todo)]
+            by_key = {(job.submission.assignment, job.submission.student): (job, digest)
+                      for job, (_, digest) in zip(job_list, todo)}
             bar = _progress_bar(len(job_list)) if progress and job_list else None
             stamps: dict[tuple[str, str], ResultStamp] = {}
 

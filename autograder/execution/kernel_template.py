@@ -134,10 +134,20 @@ def _reseed() -> None:
         numpy.random.seed()
 
 
-def _run_kernel(request: dict, fds: list[int]) -> None:
+def _keeper_alive(alive: int) -> bool:
+    """Whether the keeper still holds the write end of the pipe whose read end is ``alive``."""
+    os.set_blocking(alive, False)
+    try:
+        return os.read(alive, 1) != b""
+    except BlockingIOError:
+        return True
+
+
+def _run_kernel(request: dict, fds: list[int], alive: int) -> None:
     for target, fd in enumerate(fds[:3]):
         os.dup2(fd, target)
-    os.closerange(3, 1 << 16)
+    alive = os.dup2(alive, 3)
+    os.closerange(4, 1 << 16)
     sys.stdout.flush()
     sys.stderr.flush()
     os.chdir("/")  # pivot_root moves the root and working folder of every process here that uses the old root
@@ -155,6 +165,11 @@ def _run_kernel(request: dict, fds: list[int]) -> None:
                          int(settings["DLCV_SANDBOX_FSIZE"]))
     else:  # the template runs as root only (warm_kernels.unavailable_reason): never a kernel with root's uid
         os._exit(126)
+    # A change of uid clears PR_SET_PDEATHSIG: set it again, then make sure the keeper did not go in between.
+    _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "the parent-death signal")
+    if not _keeper_alive(alive):
+        os._exit(125)
+    os.close(alive)
     env = dict(request["env"])
     if os.path.isdir("/tmp/matplotlib"):  # sandbox.sh's private copy of the font cache
         env["MPLCONFIGDIR"] = "/tmp/matplotlib"
@@ -216,14 +231,10 @@ def _keep(conn: socket.socket) -> None:
         try:
             _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             os.close(alive_write)
-            os.set_blocking(alive_read, False)
-            try:
-                if os.read(alive_read, 1) == b"":  # the keeper died before PR_SET_PDEATHSIG was set
-                    os._exit(125)
-            except BlockingIOError:
-                pass
+            if not _keeper_alive(alive_read):  # the keeper died before PR_SET_PDEATHSIG was set
+                os._exit(125)
             conn.close()
-            _run_kernel(request, fds)
+            _run_kernel(request, fds, alive_read)
         except BaseException:  # noqa: BLE001 - say why on the kernel's stderr (the grader's log)
             import traceback
 

@@ -47,6 +47,27 @@ class KernelTemplate:
     socket_path: str
     process: subprocess.Popen
     folder: str
+    _ready: bool = False
+
+    def ready(self, timeout: float = START_TIMEOUT) -> bool:
+        """Wait until the template says it is ready; False (and stopped) if it exits or times out first."""
+        if self._ready:
+            return True
+        out = self.process.stdout
+        deadline = time.monotonic() + timeout
+        while out is not None and time.monotonic() < deadline:
+            readable, _, _ = select.select([out], [], [], max(0.0, deadline - time.monotonic()))
+            if not readable:
+                break
+            line = out.readline()
+            if line.strip() == b"ready":
+                out.close()
+                self._ready = True
+                return True
+            if not line:  # it exited
+                break
+        self.close()
+        return False
 
     def close(self) -> None:
         """Stop the template (its keepers and their kernels die with it) and remove its folder."""
@@ -70,12 +91,13 @@ def unavailable_reason(files_isolated: bool) -> str | None:
     return None
 
 
-def start_template(timeout: float = START_TIMEOUT) -> KernelTemplate | None:
-    """Start the kernel template and wait until it is ready; None if it cannot run or start here.
+def launch_template() -> KernelTemplate | None:
+    """Start the kernel template (it imports for a few seconds: :meth:`KernelTemplate.ready` waits for it).
 
-    The template runs as ``python -c <kernel_template's text>`` with a minimal environment, in a mount
-    namespace of its own where :func:`~autograder.execution.sandbox.naming_the_checkout`'s files are
-    empty (so that no path of the checkout is ever imported into it), and dies with this process.
+    None where it cannot run here (:func:`unavailable_reason`). The template runs as ``python -c
+    <kernel_template's text>`` with a minimal environment, in a mount namespace of its own where
+    :func:`~autograder.execution.sandbox.naming_the_checkout`'s files are empty (so that no path of the
+    checkout is ever imported into it), and dies with this process.
     """
     if unavailable_reason(files_isolated=True) is not None:
         return None
@@ -93,21 +115,13 @@ def start_template(timeout: float = START_TIMEOUT) -> KernelTemplate | None:
            masks + 'exec "$@"', "sh", sys.executable, "-c", source, json.dumps(config)]
     process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                cwd="/", env=env, start_new_session=True)
-    template = KernelTemplate(config["socket"], process, folder)
-    deadline = time.monotonic() + timeout
-    assert process.stdout is not None
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            break
-        line = process.stdout.readline()
-        if line.strip() == b"ready":
-            process.stdout.close()
-            return template
-        if not line:  # it exited
-            break
-    template.close()
-    return None
+    return KernelTemplate(config["socket"], process, folder)
+
+
+def start_template(timeout: float = START_TIMEOUT) -> KernelTemplate | None:
+    """:func:`launch_template` and wait until it is ready; None if it cannot run or did not start."""
+    template = launch_template()
+    return template if template is not None and template.ready(timeout) else None
 
 
 class WarmKernel:
