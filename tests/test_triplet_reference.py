@@ -235,8 +235,10 @@ def test_pml_default_distance_normalises_so_the_convention_matters(sol) -> None:
     assert abs(float(default) - float(sol.batch_all_triplet_loss(x, y, 1.0)[0])) > 1e-2
 
 
-def test_wrong_answer_bodies_are_the_notebooks_solutions_with_one_change(sol) -> None:
-    """The batch wrong answers edit a copy of the solution bodies; the copy must be the notebook's."""
+def test_solution_body_reads_the_notebooks_solution_region(sol) -> None:
+    """The batch wrong answers are edits of ``solution_body`` (``judging.solutions``): it must return the cell's
+    solution region, here compared with an independent parse of the cell (comments and indentation dropped).
+    An edit whose text left the solution fails when the spec module loads (``edited_solution``)."""
     import nbformat
 
     nb = nbformat.read(source_notebook("triplet_embeddings"), as_version=4)
