@@ -23,8 +23,10 @@ network, plus ``--user --map-root-user`` when not root), then ``sandbox.sh`` mou
 tmpfs, ``pivot_root``s into it, detaches the old root and starts the kernel with every capability dropped
 (``setpriv``). When the grader runs as root, the kernel runs as an unprivileged uid of its own
 (:func:`kernel_uid`) with ``RLIMIT_NPROC`` and ``RLIMIT_FSIZE`` (:class:`KernelBox`): it can neither mount,
-nor remount a read-only folder writable, nor ``chroot`` out, nor fork without bound. Where this is
-impossible (macOS, Ubuntu 24.04's default ban on unprivileged user namespaces, containers without
+nor remount a read-only folder writable, nor ``chroot`` out, nor fork without bound. A warm kernel
+(:mod:`autograder.execution.warm_kernels`) gets the same namespaces and runs the same ``sandbox.sh``
+(:func:`sandbox_arguments`), which stops after ``pivot_root``; the kernel then drops the same privileges
+itself. Where this is impossible (macOS, Ubuntu 24.04's default ban on unprivileged user namespaces, containers without
 ``CAP_SYS_ADMIN``) :func:`plan` says why and which fix applies, and ``grade`` refuses to run unless
 ``--allow-unsandboxed`` is given.
 """
