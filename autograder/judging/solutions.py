@@ -27,6 +27,7 @@ from typing import Any
 import nbformat
 
 from autograder import source_notebook
+from autograder.judging.spec import WrongAnswer
 from autograder.notebook_format import SOLUTION_REGION
 
 
@@ -111,6 +112,17 @@ def edited_solution(assignment: str, name: str, *edits: tuple[str, str]) -> str:
             raise ValueError(f"{assignment}: the wrong answer of {name} expects `{old}` in the reference solution")
         body = body.replace(old, new)
     return body
+
+
+def edited_answers(assignment: str, name: str, *mistakes: tuple[Any, ...]) -> tuple[WrongAnswer, ...]:
+    """One :class:`~autograder.judging.spec.WrongAnswer` per ``(label, hint, edit, ...)`` row: the reference body of
+    ``name`` with each ``(old, new)`` edit (:func:`edited_solution`), or, for a row ``(label, hint, body)``, that
+    whole body (a mistake that is no edit of the solution)."""
+    answers = []
+    for label, hint, *edits in mistakes:
+        whole = len(edits) == 1 and isinstance(edits[0], str)
+        answers.append(WrongAnswer(label, edits[0] if whole else edited_solution(assignment, name, *edits), hint))
+    return tuple(answers)
 
 
 @functools.cache

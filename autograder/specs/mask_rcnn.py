@@ -6,8 +6,9 @@ plus one float32 case per function whose arithmetic is exact or well inside the 
 the dtype is kept. Inputs include the degenerate boxes the issue lists: zero area, partly or wholly outside
 the image, identical boxes, tied scores.
 
-Each wrong answer is the reference body with one mistake put in (:func:`_mutated`), so a change to the
-solution is a change to its mistakes; the import fails loudly if a mutation no longer applies.
+Each wrong answer is the reference body with one mistake put in (``(old, new)`` edits,
+:func:`~autograder.judging.solutions.edited_answers`), so a change to the solution is a change to its
+mistakes; the import fails loudly if an edit no longer applies.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ import functools
 import torch
 import torchvision
 
-from autograder.judging.solutions import edited_solution
-from autograder.judging.spec import Call, GradedFunction, WrongAnswer, with_policies
+from autograder.judging.solutions import edited_answers
+from autograder.judging.spec import Call, GradedFunction, with_policies
 from autograder.judging.toolkit import Failure
 
 ASSIGNMENT = "mask_rcnn"
-#: The reference body of a graded function with ``(old, new)`` edits: a mistake declared against it.
-_edited = functools.partial(edited_solution, ASSIGNMENT)
+#: A graded function's wrong answers, one ``(label, hint, (old, new), ...)`` row each: edits of its reference body.
+_mistakes = functools.partial(edited_answers, ASSIGNMENT)
 REFERENCE_SEED = 2017
 # float64 references: agreement to round-off across machines.
 REFERENCE_RTOL, REFERENCE_ATOL = 1e-9, 1e-9
@@ -355,211 +356,155 @@ def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=2, 
 }
 
 
+_PLUS_ONE = tuple((f"boxes{i}[:, {a}] - boxes{i}[:, {b}])", f"boxes{i}[:, {a}] - boxes{i}[:, {b}] + 1)")
+                  for i in (1, 2) for a, b in ((2, 0), (3, 1)))
+_OFFSET = "offset = 0.5 if aligned else 0.0"
+_SWAPPED = "boxes read as (y1, x1, y2, x2): x and y swapped"
+
 SPECS = (
     GradedFunction(
-        name="box_iou",
-        cases=_box_iou_cases,
-        fresh=_box_iou_fresh,
-        rtol=1e-5, atol=1e-5,
+        name="box_iou", cases=_box_iou_cases, fresh=_box_iou_fresh, rtol=1e-5, atol=1e-5,
         tolerance="IoUs in [0, 1]: float32 arithmetic on the float64 boxes is off by up to 7e-7 (500 draws); the "
                   "mistakes differ by > 9e-2",
-        wrong_answers=(
-            WrongAnswer("+1 convention",
-                        _edited("box_iou",
-                                 ("boxes1[:, 2] - boxes1[:, 0])", "boxes1[:, 2] - boxes1[:, 0] + 1)"),
-                                                  ("boxes1[:, 3] - boxes1[:, 1])", "boxes1[:, 3] - boxes1[:, 1] + 1)"),
-                                                  ("boxes2[:, 2] - boxes2[:, 0])", "boxes2[:, 2] - boxes2[:, 0] + 1)"),
-                                                  ("boxes2[:, 3] - boxes2[:, 1])", "boxes2[:, 3] - boxes2[:, 1] + 1)"),
-                                                  ("(bottom_right - top_left)", "(bottom_right - top_left + 1)")),
-                        "the +1 area convention (a box is x2 - x1 wide here, not x2 - x1 + 1)"),
-            WrongAnswer("no clamp", _edited("box_iou", (".clamp(min=0)", "")),
-                        "an intersection whose width and height are not clamped at 0 (disjoint boxes)"),
-            WrongAnswer("union as sum", _edited("box_iou", ("area2[None, :] - intersection)", "area2[None, :])")),
-                        "a union of area1 + area2 without subtracting the intersection"),
+        wrong_answers=_mistakes(
+            "box_iou",
+            ("+1 convention", "the +1 area convention (a box is x2 - x1 wide here, not x2 - x1 + 1)",
+             *_PLUS_ONE, ("(bottom_right - top_left)", "(bottom_right - top_left + 1)")),
+            ("no clamp", "an intersection whose width and height are not clamped at 0 (disjoint boxes)",
+             (".clamp(min=0)", "")),
+            ("union as sum", "a union of area1 + area2 without subtracting the intersection",
+             ("area2[None, :] - intersection)", "area2[None, :])")),
         ),
     ),
     GradedFunction(
-        name="encode_boxes",
-        cases=_encode_cases,
-        fresh=_encode_fresh,
-        rtol=1e-4, atol=1e-4,
+        name="encode_boxes", cases=_encode_cases, fresh=_encode_fresh, rtol=1e-4, atol=1e-4,
         tolerance="float32 arithmetic on the float64 boxes is off by up to 8e-6 beyond 1e-4 relative (500 draws: "
                   "logs of ratios of differences); the mistakes differ by > 10",
-        wrong_answers=(
-            WrongAnswer("(y, x) swapped",
-                        _edited("encode_boxes",
-                                 ("torch.stack([dx, dy, dw, dh]", "torch.stack([dy, dx, dh, dw]")),
-                        "boxes read as (y1, x1, y2, x2): x and y swapped"),
-            WrongAnswer("weights ignored",
-                        _edited("encode_boxes",
-                                 ("wx, wy, ww, wh = weights", "wx, wy, ww, wh = 1.0, 1.0, 1.0, 1.0")),
-                        "ignoring the weights (wx, wy, ww, wh)"),
-            WrongAnswer("gt size",
-                        _edited("encode_boxes",
-                                 ("(gt_x - proposal_x) / proposal_w", "(gt_x - proposal_x) / gt_w"),
-                                 ("(gt_y - proposal_y) / proposal_h", "(gt_y - proposal_y) / gt_h")),
-                        "dividing the center offset by the ground truth's size instead of the proposal's"),
+        wrong_answers=_mistakes(
+            "encode_boxes",
+            ("(y, x) swapped", _SWAPPED, ("torch.stack([dx, dy, dw, dh]", "torch.stack([dy, dx, dh, dw]")),
+            ("weights ignored", "ignoring the weights (wx, wy, ww, wh)",
+             ("wx, wy, ww, wh = weights", "wx, wy, ww, wh = 1.0, 1.0, 1.0, 1.0")),
+            ("gt size", "dividing the center offset by the ground truth's size instead of the proposal's",
+             ("(gt_x - proposal_x) / proposal_w", "(gt_x - proposal_x) / gt_w"),
+             ("(gt_y - proposal_y) / proposal_h", "(gt_y - proposal_y) / gt_h")),
         ),
     ),
     GradedFunction(
-        name="decode_boxes",
-        cases=_decode_cases,
-        fresh=_decode_fresh,
-        rtol=1e-4, atol=1e-4,
+        name="decode_boxes", cases=_decode_cases, fresh=_decode_fresh, rtol=1e-4, atol=1e-4,
         tolerance="float32 arithmetic on the float64 deltas and boxes is off by up to 5e-6 beyond 1e-4 relative "
                   "(500 draws); the mistakes differ by > 600",
-        wrong_answers=(
-            WrongAnswer("(y, x) swapped", _edited("decode_boxes", ("dx = deltas[:, 0] / wx", "dx = deltas[:, 1] / wx"),
-                                                   ("dy = deltas[:, 1] / wy", "dy = deltas[:, 0] / wy"),
-                                                   ("torch.clamp(deltas[:, 2] / ww", "torch.clamp(deltas[:, 3] / ww"),
-                                                   ("torch.clamp(deltas[:, 3] / wh", "torch.clamp(deltas[:, 2] / wh")),
-                        "deltas read as (dy, dx, dh, dw): x and y swapped"),
-            WrongAnswer("no clamp", _edited("decode_boxes", ("max=math.log(1000.0 / 16)", "max=math.inf")),
-                        "dw and dh not clamped at log(1000 / 16) before exp"),
-            WrongAnswer("weights multiplied", _edited("decode_boxes", ("deltas[:, 0] / wx", "deltas[:, 0] * wx"),
-                                                       ("deltas[:, 1] / wy", "deltas[:, 1] * wy"),
-                                                       ("deltas[:, 2] / ww", "deltas[:, 2] * ww"),
-                                                       ("deltas[:, 3] / wh", "deltas[:, 3] * wh")),
-                        "multiplying the deltas by the weights instead of dividing"),
+        wrong_answers=_mistakes(
+            "decode_boxes",
+            ("(y, x) swapped", "deltas read as (dy, dx, dh, dw): x and y swapped",
+             ("dx = deltas[:, 0] / wx", "dx = deltas[:, 1] / wx"), ("dy = deltas[:, 1] / wy", "dy = deltas[:, 0] / wy"),
+             ("torch.clamp(deltas[:, 2] / ww", "torch.clamp(deltas[:, 3] / ww"),
+             ("torch.clamp(deltas[:, 3] / wh", "torch.clamp(deltas[:, 2] / wh")),
+            ("no clamp", "dw and dh not clamped at log(1000 / 16) before exp",
+             ("max=math.log(1000.0 / 16)", "max=math.inf")),
+            ("weights multiplied", "multiplying the deltas by the weights instead of dividing",
+             *((f"deltas[:, {i}] / {w}", f"deltas[:, {i}] * {w}") for i, w in enumerate(("wx", "wy", "ww", "wh")))),
         ),
     ),
     GradedFunction(
-        name="nms",
-        cases=_nms_cases,
-        fresh=_nms_fresh,
-        rtol=0.0, atol=0.0,
+        name="nms", cases=_nms_cases, fresh=_nms_fresh, rtol=0.0, atol=0.0,
         tolerance="indices: exact (the cases have no tied scores; ties are checked separately)",
-        wrong_answers=(
-            WrongAnswer("IoU >=", _edited("nms", ("~(iou > iou_threshold)", "iou < iou_threshold")),
-                        "dropping boxes whose IoU equals the threshold (the rule is IoU > threshold, not >=)"),
-            WrongAnswer("one pass", "order = torch.sort(scores, descending=True, stable=True).indices\n"
-                                    "iou = box_iou(boxes[order], boxes[order])\n"
-                                    "return order[~(iou > iou_threshold).triu(1).any(dim=0)]",
-                        "letting boxes that were themselves suppressed suppress others (one pass over all pairs)"),
-            WrongAnswer("ascending", _edited("nms", ("descending=True", "descending=False")),
-                        "processing boxes by increasing instead of decreasing score"),
+        wrong_answers=_mistakes(
+            "nms",
+            ("IoU >=", "dropping boxes whose IoU equals the threshold (the rule is IoU > threshold, not >=)",
+             ("~(iou > iou_threshold)", "iou < iou_threshold")),
+            ("one pass", "letting boxes that were themselves suppressed suppress others (one pass over all pairs)",
+             "order = torch.sort(scores, descending=True, stable=True).indices\n"
+             "iou = box_iou(boxes[order], boxes[order])\n"
+             "return order[~(iou > iou_threshold).triu(1).any(dim=0)]"),
+            ("ascending", "processing boxes by increasing instead of decreasing score",
+             ("descending=True", "descending=False")),
         ),
         checks=(_nms_with_tied_scores,),
     ),
     GradedFunction(
-        name="roi_align",
-        cases=_roi_align_cases,
-        fresh=_roi_align_fresh,
-        rtol=1e-5, atol=5e-5,
+        name="roi_align", cases=_roi_align_cases, fresh=_roi_align_fresh, rtol=1e-5, atol=5e-5,
         tolerance="bilinear sums of 4 products of features ~N(0, 1): float32 arithmetic is off by up to 6.5e-6 "
                   "(500 draws); a wrong offset or index moves values by > 1",
-        wrong_answers=(
-            WrongAnswer("batch index",
-                        _edited("roi_align",
-                                 ("batch = rois[:, 0].long()", "batch = torch.zeros_like(rois[:, 0]).long()")),
-                        "a forgotten batch index (every RoI read from image 0; use rois[:, 0])"),
-            WrongAnswer("no offset", _edited("roi_align", ("offset = 0.5 if aligned else 0.0", "offset = 0.0")),
-                        "no half-pixel offset with aligned=True (subtract 0.5 from the scaled box)"),
-            WrongAnswer("offset sign",
-                        _edited("roi_align",
-                                 ("offset = 0.5 if aligned else 0.0", "offset = -0.5 if aligned else 0.0")),
-                        "adding half a pixel instead of subtracting it with aligned=True"),
-            WrongAnswer("offset always", _edited("roi_align", ("offset = 0.5 if aligned else 0.0", "offset = 0.5")),
-                        "the half-pixel offset applied with aligned=False too"),
-            WrongAnswer("(y, x) swapped",
-                        _edited("roi_align",
-                                 ("x1 = rois[:, 1]", "x1 = rois[:, 2]"), ("y1 = rois[:, 2]", "y1 = rois[:, 1]"),
-                                 ("roi_w = rois[:, 3] * spatial_scale", "roi_w = rois[:, 4] * spatial_scale"),
-                                 ("roi_h = rois[:, 4] * spatial_scale", "roi_h = rois[:, 3] * spatial_scale")),
-                        "boxes read as (y1, x1, y2, x2): x and y swapped"),
-            WrongAnswer("no minimum size", _edited("roi_align", ("roi_w = roi_w.clamp(min=1.0)", "pass"),
-                                                    ("roi_h = roi_h.clamp(min=1.0)", "pass")),
-                        "RoIs smaller than 1 x 1 feature pixel with aligned=False (clamp the size at 1)"),
+        wrong_answers=_mistakes(
+            "roi_align",
+            ("batch index", "a forgotten batch index (every RoI read from image 0; use rois[:, 0])",
+             ("batch = rois[:, 0].long()", "batch = torch.zeros_like(rois[:, 0]).long()")),
+            ("no offset", "no half-pixel offset with aligned=True (subtract 0.5 from the scaled box)",
+             (_OFFSET, "offset = 0.0")),
+            ("offset sign", "adding half a pixel instead of subtracting it with aligned=True",
+             (_OFFSET, "offset = -0.5 if aligned else 0.0")),
+            ("offset always", "the half-pixel offset applied with aligned=False too", (_OFFSET, "offset = 0.5")),
+            ("(y, x) swapped", _SWAPPED, ("x1 = rois[:, 1]", "x1 = rois[:, 2]"), ("y1 = rois[:, 2]", "y1 = rois[:, 1]"),
+             ("roi_w = rois[:, 3] * spatial_scale", "roi_w = rois[:, 4] * spatial_scale"),
+             ("roi_h = rois[:, 4] * spatial_scale", "roi_h = rois[:, 3] * spatial_scale")),
+            ("no minimum size", "RoIs smaller than 1 x 1 feature pixel with aligned=False (clamp the size at 1)",
+             ("roi_w = roi_w.clamp(min=1.0)", "pass"), ("roi_h = roi_h.clamp(min=1.0)", "pass")),
         ),
     ),
     GradedFunction(
-        name="project_masks_on_boxes",
-        cases=_project_cases,
-        fresh=_project_fresh,
-        rtol=1e-5, atol=5e-5,
+        name="project_masks_on_boxes", cases=_project_cases, fresh=_project_fresh, rtol=1e-5, atol=5e-5,
         tolerance="bilinear sums of values in [0, 1]: float32 arithmetic is off by up to 6e-6 (500 draws); the "
                   "mistakes differ by > 0.4",
-        wrong_answers=(
-            WrongAnswer("aligned", _edited("project_masks_on_boxes", ("aligned=False", "aligned=True")),
-                        "aligned=True (half-pixel offset); torchvision's mask targets use aligned=False"),
-            WrongAnswer("fixed sampling", _edited("project_masks_on_boxes", ("sampling_ratio=-1", "sampling_ratio=2")),
-                        "a fixed sampling_ratio instead of adaptive sampling (sampling_ratio=-1)"),
-            WrongAnswer("matched ignored",
-                        _edited("project_masks_on_boxes",
-                                 ("matched_idxs[:, None].to(boxes.dtype)", "torch.zeros_like(boxes[:, :1])")),
-                        "ignoring matched_idxs (every proposal read the first mask; it is the RoIs' batch index)"),
+        wrong_answers=_mistakes(
+            "project_masks_on_boxes",
+            ("aligned", "aligned=True (half-pixel offset); torchvision's mask targets use aligned=False",
+             ("aligned=False", "aligned=True")),
+            ("fixed sampling", "a fixed sampling_ratio instead of adaptive sampling (sampling_ratio=-1)",
+             ("sampling_ratio=-1", "sampling_ratio=2")),
+            ("matched ignored", "ignoring matched_idxs (every proposal read the first mask; it is the RoIs' batch "
+                                "index)", ("matched_idxs[:, None].to(boxes.dtype)", "torch.zeros_like(boxes[:, :1])")),
         ),
     ),
     GradedFunction(
-        name="maskrcnn_loss",
-        cases=_loss_cases,
-        fresh=_loss_fresh,
-        rtol=1e-5, atol=1e-9,
+        name="maskrcnn_loss", cases=_loss_cases, fresh=_loss_fresh, rtol=1e-5, atol=1e-9,
         tolerance="a BCE mean: float32 arithmetic is off by up to 4e-7 relative (500 draws); the mistakes differ by "
                   "> 3e-2",
-        wrong_answers=(
-            WrongAnswer("all channels", _edited("maskrcnn_loss", (
+        wrong_answers=_mistakes(
+            "maskrcnn_loss",
+            ("all channels", "the loss over all class channels (use only the ground-truth class's channel)", (
                 "logits = mask_logits[torch.arange(labels.shape[0], device=labels.device), labels]   # (K, M, M)\n"
                 "return F.binary_cross_entropy_with_logits(logits, targets)",
                 "return F.binary_cross_entropy_with_logits(mask_logits, targets[:, None].expand_as(mask_logits))")),
-                        "the loss over all class channels (use only the ground-truth class's channel)"),
-            WrongAnswer("sum",
-                        _edited("maskrcnn_loss", ("(logits, targets)", "(logits, targets, reduction=\"sum\")")),
-                        "a sum instead of a mean over RoIs and pixels"),
-            WrongAnswer("unmatched labels",
-                        _edited("maskrcnn_loss",
-                                 ("labels_i[idxs]", "labels_i[torch.zeros_like(idxs)]")),
-                        "the class of the first ground truth for every RoI (index gt_labels by matched_idxs)"),
+            ("sum", "a sum instead of a mean over RoIs and pixels",
+             ("(logits, targets)", "(logits, targets, reduction=\"sum\")")),
+            ("unmatched labels", "the class of the first ground truth for every RoI (index gt_labels by matched_idxs)",
+             ("labels_i[idxs]", "labels_i[torch.zeros_like(idxs)]")),
         ),
     ),
     GradedFunction(
-        name="paste_masks_in_image",
-        cases=_paste_cases,
-        fresh=_paste_fresh,
-        rtol=1e-6, atol=1e-5,
+        name="paste_masks_in_image", cases=_paste_cases, fresh=_paste_fresh, rtol=1e-6, atol=1e-5,
         tolerance="float64 agrees to ~1e-14; float32 separable products of values in [0, 1] within 1e-5 of "
                   "F.interpolate's (measured 2.5e-6); a missing pixel or padding changes values by > 0.1",
-        wrong_answers=(
-            WrongAnswer("no padding",
-                        _edited("paste_masks_in_image",
-                                 ("padded = F.pad(masks, (1, 1, 1, 1))", "padded = masks"),
-                                 ("P = M + 2", "P = M")),
-                        "no one-pixel padding (and no widening of the box by (M + 2) / M)"),
-            WrongAnswer("no +1",
-                        _edited("paste_masks_in_image",
-                                 ("length = (last - first + 1)", "length = (last - first)"),
-                                 ("(pixel[None, :] <= last[:, None])", "(pixel[None, :] < last[:, None])")),
-                        "x2 and y2 excluded (the integer box spans x1..x2 inclusive, x2 - x1 + 1 pixels)"),
-            WrongAnswer("(y, x) swapped",
-                        _edited("paste_masks_in_image",
-                                 ("interpolation_matrix(box[:, 1], box[:, 3], H)",
-                                  "interpolation_matrix(box[:, 0], box[:, 2], H)"),
-                                 ("interpolation_matrix(box[:, 0], box[:, 2], W)",
-                                  "interpolation_matrix(box[:, 1], box[:, 3], W)")),
-                        "boxes read as (y1, x1, y2, x2): x and y swapped"),
+        wrong_answers=_mistakes(
+            "paste_masks_in_image",
+            ("no padding", "no one-pixel padding (and no widening of the box by (M + 2) / M)",
+             ("padded = F.pad(masks, (1, 1, 1, 1))", "padded = masks"), ("P = M + 2", "P = M")),
+            ("no +1", "x2 and y2 excluded (the integer box spans x1..x2 inclusive, x2 - x1 + 1 pixels)",
+             ("length = (last - first + 1)", "length = (last - first)"),
+             ("(pixel[None, :] <= last[:, None])", "(pixel[None, :] < last[:, None])")),
+            ("(y, x) swapped", _SWAPPED,
+             ("interpolation_matrix(box[:, 1], box[:, 3], H)", "interpolation_matrix(box[:, 0], box[:, 2], H)"),
+             ("interpolation_matrix(box[:, 0], box[:, 2], W)", "interpolation_matrix(box[:, 1], box[:, 3], W)")),
         ),
     ),
     GradedFunction(
-        name="mask_average_precision",
-        cases=_ap_cases,
-        fresh=_ap_fresh,
-        rtol=1e-9, atol=1e-12,
+        name="mask_average_precision", cases=_ap_cases, fresh=_ap_fresh, rtol=1e-9, atol=1e-12,
         tolerance="float64 means of the same 101-point precisions: agreement to ~1e-15",
         float64_required="a recall or an IoU that lands exactly on one of COCO's thresholds (7 of 10 ground truths "
                          "found: recall 0.70) must compare as pycocotools' float64 numbers do, and in float32 it can "
                          "round to the other side, which moves AP by up to 0.025.",
-        wrong_answers=(
-            WrongAnswer("all-point", _edited("mask_average_precision", (
+        wrong_answers=_mistakes(
+            "mask_average_precision",
+            ("all-point", "AP without COCO's 101-point interpolation (the area under the curve at every detection)", (
                 "precisions.append(torch.where(index < n, sampled, 0.0))",
                 "steps = torch.diff(recall, dim=1, prepend=torch.zeros(T, 1, dtype=recall.dtype))\n"
                 "    area = (steps * precision).sum(dim=1, keepdim=True)\n"
                 "    precisions.append(area.expand(T, len(COCO_RECALL_THRESHOLDS)))")),
-                        "AP without COCO's 101-point interpolation (the area under the curve at every detection)"),
-            WrongAnswer("no envelope", _edited("mask_average_precision", (
-                "precision = precision.flip(1).cummax(dim=1).values.flip(1)", "pass")),
-                        "no precision envelope (each precision must be the largest at the same or a higher recall)"),
-            WrongAnswer("reused gt", _edited("mask_average_precision", ("taken[hit, best[hit]] = True", "pass")),
-                        "a ground truth matched by more than one detection (mark it taken)"),
+            ("no envelope", "no precision envelope (each precision must be the largest at the same or a higher recall)",
+             ("precision = precision.flip(1).cummax(dim=1).values.flip(1)", "pass")),
+            ("reused gt", "a ground truth matched by more than one detection (mark it taken)",
+             ("taken[hit, best[hit]] = True", "pass")),
         ),
     ),
 )
