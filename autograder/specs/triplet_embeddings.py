@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from autograder.judging.solutions import edited_solution, solution_body
+from autograder.judging.solutions import edited_answers, solution_body
 from autograder.judging.spec import Call, GradedFunction, WrongAnswer, with_policies
 from autograder.judging.toolkit import Failure
 
@@ -54,8 +54,8 @@ _NAIVE_DISTANCES = ("sq = ((embeddings.unsqueeze(1) - embeddings.unsqueeze(0)) *
                     "return sq if squared else sq.sqrt()")
 
 
-#: The reference body of a graded function with ``(old, new)`` edits: a mistake declared against it.
-_edited = functools.partial(edited_solution, ASSIGNMENT)
+#: A graded function's wrong answers, one ``(label, hint, (old, new), ...)`` row each: edits of its reference body.
+_mistakes = functools.partial(edited_answers, ASSIGNMENT)
 #: The batch functions' reference bodies, as the notebook has them (tests/test_triplet_reference.py).
 BATCH_BODIES = {name: solution_body(ASSIGNMENT, name)
                 for name in ("batch_all_triplet_loss", "batch_hard_triplet_loss", "semi_hard_triplets")}
@@ -363,11 +363,18 @@ def _batch_gradients(name: str) -> Callable[..., None]:
                              "with duplicate embeddings", margin=1.0)
 
 
+def _matrix_mistakes(name: str) -> tuple[tuple[Any, ...], ...]:
+    """The rows of the mistakes every batch function can make with its distance matrix: squared distances, and
+    normalised embeddings."""
+    return (("squared distances", SQUARED, _SQUARED_MATRIX),
+            ("normalised embeddings", NORMALISED, _NORMALISE + solution_body(ASSIGNMENT, name)))
+
+
+_OWN_POSITIVE = ("anchor as its own positive", OWN_POSITIVE, ("valid = (same & not_self)", "valid = (same)"))
+
 SPECS = (
     GradedFunction(
-        name="pairwise_distances",
-        cases=_pairwise_cases,
-        fresh=_pairwise_fresh,
+        name="pairwise_distances", cases=_pairwise_cases, fresh=_pairwise_fresh,
         # The Gram form sqrt(|x|^2 - 2 x.y + |y|^2) leaves up to sqrt(eps) |x| at duplicates where the difference
         # form gives 0: ~1e-7 in float64, up to 3.4e-3 in float32 (2000 draws). Wrong answers differ by more than 1e-1.
         rtol=1e-5, atol=2e-2,
@@ -387,51 +394,37 @@ SPECS = (
                                   "on the diagonal and between duplicate rows"),),
     ),
     GradedFunction(
-        name="contrastive_loss",
-        cases=_contrastive_cases,
-        fresh=_contrastive_fresh,
-        rtol=1e-5, atol=1e-6,
+        name="contrastive_loss", cases=_contrastive_cases, fresh=_contrastive_fresh, rtol=1e-5, atol=1e-6,
         tolerance="means of a few terms: float32 arithmetic is off by up to 4e-7 (1000 draws), float64 by ~1e-15; "
                   "mistakes differ by > 1e-2",
-        wrong_answers=(
-            WrongAnswer("hinge on squared distance",
-                        _edited("contrastive_loss", ("relu(margin - d)", "relu(margin - d_sq)")),
-                        "the hinge on the squared distance: max(0, m - d)^2 uses the distance d, not d^2"),
-            WrongAnswer("unsquared (PML)",
-                        _edited("contrastive_loss", (_HADSELL, "s * d + (1 - s) * F.relu(margin - d)")),
-                        "pytorch-metric-learning's unsquared contrastive loss (Hadsell et al. square both terms "
-                        "and halve them)"),
-            WrongAnswer("swapped labels", _edited("contrastive_loss", ("s = is_same", "s = 1 - is_same")),
-                        "is_same used the wrong way round: similar pairs (s = 1) are pulled together by s * d^2"),
-            WrongAnswer("no one half",
-                        _edited("contrastive_loss", ("0.5 * s * d_sq + 0.5 * (1 - s)", "s * d_sq + (1 - s)")),
-                        "the loss without the factors 1/2"),
-            WrongAnswer("plain sqrt", _edited("contrastive_loss", (_SAFE_SQRT.format("d_sq"), "d_sq.sqrt()")),
-                        NAN_GRADIENT),
+        wrong_answers=_mistakes(
+            "contrastive_loss",
+            ("hinge on squared distance", "the hinge on the squared distance: max(0, m - d)^2 uses the distance d, "
+                                          "not d^2", ("relu(margin - d)", "relu(margin - d_sq)")),
+            ("unsquared (PML)", "pytorch-metric-learning's unsquared contrastive loss (Hadsell et al. square both "
+                                "terms and halve them)", (_HADSELL, "s * d + (1 - s) * F.relu(margin - d)")),
+            ("swapped labels", "is_same used the wrong way round: similar pairs (s = 1) are pulled together by "
+                               "s * d^2", ("s = is_same", "s = 1 - is_same")),
+            ("no one half", "the loss without the factors 1/2",
+             ("0.5 * s * d_sq + 0.5 * (1 - s)", "s * d_sq + (1 - s)")),
+            ("plain sqrt", NAN_GRADIENT, (_SAFE_SQRT.format("d_sq"), "d_sq.sqrt()")),
         ),
         checks=(_finite_gradients("contrastive_loss",
                                   (_duplicate_rows(0, 1), _duplicate_rows(2, 4), torch.tensor([True, False])),
                                   (0, 1), "for a similar and a dissimilar pair with e1 == e2"),),
     ),
     GradedFunction(
-        name="triplet_loss",
-        cases=_triplet_cases,
-        fresh=_triplet_fresh,
-        rtol=1e-5, atol=1e-6,
+        name="triplet_loss", cases=_triplet_cases, fresh=_triplet_fresh, rtol=1e-5, atol=1e-6,
         tolerance="means of a few terms: float32 arithmetic is off by up to 3e-7 (1000 draws), float64 by ~1e-15; "
                   "mistakes differ by > 1e-2",
-        wrong_answers=(
-            WrongAnswer("squared distances",
-                        _edited("triplet_loss", ("return " + _SAFE_SQRT.format("sq"), "return sq")),
-                        SQUARED),
+        wrong_answers=_mistakes(
+            "triplet_loss",
+            ("squared distances", SQUARED, ("return " + _SAFE_SQRT.format("sq"), "return sq")),
             # not nn.TripletMarginLoss(reduction='sum'), which the policy forbids
-            WrongAnswer("sum",
-                        _edited("triplet_loss", (").mean()", ").sum()")),
-                        "summing over the triplets instead of averaging"),
-            WrongAnswer("no hinge",
-                        _edited("triplet_loss", ("F.relu(distance(anchor, positive)", "(distance(anchor, positive)")),
-                        "the loss without the hinge max(0, .)"),
-            WrongAnswer("plain sqrt", _edited("triplet_loss", (_SAFE_SQRT.format("sq"), "sq.sqrt()")), NAN_GRADIENT),
+            ("sum", "summing over the triplets instead of averaging", (").mean()", ").sum()")),
+            ("no hinge", "the loss without the hinge max(0, .)",
+             ("F.relu(distance(anchor, positive)", "(distance(anchor, positive)")),
+            ("plain sqrt", NAN_GRADIENT, (_SAFE_SQRT.format("sq"), "sq.sqrt()")),
         ),
         checks=(_finite_gradients("triplet_loss", (_duplicate_rows(0, 1), _duplicate_rows(2, 3), _duplicate_rows(3, 4)),
                                   (0, 1, 2), "for triplets with a == p and with a == n"),),
@@ -439,48 +432,35 @@ SPECS = (
     GradedFunction(
         name="batch_all_triplet_loss",
         **_BATCH_LOSS,
-        wrong_answers=(
-            WrongAnswer("mean over all valid triplets",
-                        _edited("batch_all_triplet_loss", ("losses.sum() / num_active.clamp(min=1)",
-                                                               "losses.sum() / max(num_valid, 1)")), ALL_TRIPLETS),
-            WrongAnswer("anchor as its own positive",
-                        _edited("batch_all_triplet_loss", ("valid = (same & not_self)", "valid = (same)")),
-                        OWN_POSITIVE),
-            WrongAnswer("squared distances", _edited("batch_all_triplet_loss", _SQUARED_MATRIX), SQUARED),
-            WrongAnswer("normalised embeddings", _NORMALISE + _edited("batch_all_triplet_loss"), NORMALISED),
-            WrongAnswer("fraction of all index triples",
-                        _edited("batch_all_triplet_loss", ("int(num_active) / num_valid if num_valid else 0.0",
-                                                               "int(num_active) / len(labels) ** 3")),
-                        "fraction_active over all B^3 index triples instead of the valid triplets"),
+        wrong_answers=_mistakes(
+            "batch_all_triplet_loss",
+            ("mean over all valid triplets", ALL_TRIPLETS,
+             ("losses.sum() / num_active.clamp(min=1)", "losses.sum() / max(num_valid, 1)")),
+            _OWN_POSITIVE,
+            *_matrix_mistakes("batch_all_triplet_loss"),
+            ("fraction of all index triples", "fraction_active over all B^3 index triples instead of the valid "
+                                              "triplets",
+             ("int(num_active) / num_valid if num_valid else 0.0", "int(num_active) / len(labels) ** 3")),
         ),
         checks=(_batch_gradients("batch_all_triplet_loss"),),
     ),
     GradedFunction(
         name="batch_hard_triplet_loss",
         **_BATCH_LOSS,
-        wrong_answers=(
-            WrongAnswer("farthest negative",
-                        _edited("batch_hard_triplet_loss",
-                                    ("distances.masked_fill(same, math.inf).amin(dim=1)",
-                                     "distances.masked_fill(same, -math.inf).amax(dim=1)")),
-                        f"{ARGMAX} (the hardest negative is the CLOSEST sample of another class)"),
-            WrongAnswer("closest positive",
-                        _edited("batch_hard_triplet_loss",
-                                    ("distances.masked_fill(~positive, -math.inf).amax(dim=1)",
-                                     "distances.masked_fill(~positive, math.inf).amin(dim=1)")),
-                        "argmin where argmax was meant (the hardest positive is the FARTHEST sample of the class)"),
-            WrongAnswer("anchor as its own positive",
-                        _edited("batch_hard_triplet_loss",
-                                    ("positive = same.clone().fill_diagonal_(False)", "positive = same")),
-                        OWN_POSITIVE),
-            WrongAnswer("squared distances", _edited("batch_hard_triplet_loss", _SQUARED_MATRIX), SQUARED),
-            WrongAnswer("normalised embeddings", _NORMALISE + _edited("batch_hard_triplet_loss"),
-                        NORMALISED),
-            WrongAnswer("mean over every anchor",
-                        _edited("batch_hard_triplet_loss",
-                                    ("F.relu(hardest_positive[has_both] - hardest_negative[has_both] + margin).mean()",
-                                     "F.relu(hardest_positive - hardest_negative + margin).sum() / len(labels)")),
-                        "averaging over every anchor instead of those with a positive and a negative"),
+        wrong_answers=_mistakes(
+            "batch_hard_triplet_loss",
+            ("farthest negative", f"{ARGMAX} (the hardest negative is the CLOSEST sample of another class)",
+             ("distances.masked_fill(same, math.inf).amin(dim=1)",
+              "distances.masked_fill(same, -math.inf).amax(dim=1)")),
+            ("closest positive", "argmin where argmax was meant (the hardest positive is the FARTHEST sample of the "
+                                 "class)", ("distances.masked_fill(~positive, -math.inf).amax(dim=1)",
+                                            "distances.masked_fill(~positive, math.inf).amin(dim=1)")),
+            ("anchor as its own positive", OWN_POSITIVE,
+             ("positive = same.clone().fill_diagonal_(False)", "positive = same")),
+            *_matrix_mistakes("batch_hard_triplet_loss"),
+            ("mean over every anchor", "averaging over every anchor instead of those with a positive and a negative",
+             ("F.relu(hardest_positive[has_both] - hardest_negative[has_both] + margin).mean()",
+              "F.relu(hardest_positive - hardest_negative + margin).sum() / len(labels)")),
         ),
         checks=(_batch_gradients("batch_hard_triplet_loss"),),
     ),
@@ -490,21 +470,15 @@ SPECS = (
         rtol=0.0, atol=0.0,
         tolerance="index sets compared exactly after sorting; float64 inputs without near-ties at the boundaries",
         normalize=_sorted_triplets,
-        wrong_answers=(
-            WrongAnswer("anchor as its own positive",
-                        _edited("semi_hard_triplets", ("valid = (same & not_self)", "valid = (same)")),
-                        OWN_POSITIVE),
-            WrongAnswer("every triplet inside the margin",
-                        _edited("semi_hard_triplets", ("valid & (gap > 0) & (gap <= margin)",
-                                                           "valid & (gap <= margin)")),
-                        "every triplet inside the margin, hard ones included: semi-hard negatives are FARTHER "
-                        "than the positive, d(a, p) < d(a, n)"),
-            WrongAnswer("hard negatives",
-                        _edited("semi_hard_triplets", ("valid & (gap > 0) & (gap <= margin)",
-                                                           "valid & (gap < 0)")),
-                        "hard negatives (closer than the positive) instead of semi-hard ones"),
-            WrongAnswer("squared distances", _edited("semi_hard_triplets", _SQUARED_MATRIX), SQUARED),
-            WrongAnswer("normalised embeddings", _NORMALISE + _edited("semi_hard_triplets"), NORMALISED),
+        wrong_answers=_mistakes(
+            "semi_hard_triplets",
+            _OWN_POSITIVE,
+            ("every triplet inside the margin", "every triplet inside the margin, hard ones included: semi-hard "
+                                                "negatives are FARTHER than the positive, d(a, p) < d(a, n)",
+             ("valid & (gap > 0) & (gap <= margin)", "valid & (gap <= margin)")),
+            ("hard negatives", "hard negatives (closer than the positive) instead of semi-hard ones",
+             ("valid & (gap > 0) & (gap <= margin)", "valid & (gap < 0)")),
+            *_matrix_mistakes("semi_hard_triplets"),
         ),
     ),
     GradedFunction(
@@ -512,16 +486,15 @@ SPECS = (
         test=_sampler_test,
         adapter="list",
         tolerance="properties of the batches (counts, distinct classes, replacement, seeds), not equality",
-        wrong_answers=(
-            WrongAnswer("small classes without replacement",
-                        _edited("PKSampler", ("if len(members) >= self.K:", "if True:")),
-                        "classes with fewer than K samples must be sampled with replacement"),
-            WrongAnswer("classes with replacement",
-                        _edited("PKSampler", ("torch.randperm(len(self.classes), generator=self.generator)[: self.P]",
-                                              "torch.randint(len(self.classes), (self.P,), generator=self.generator)")),
-                        "distinct classes"),
-            WrongAnswer("global random generator", _edited("PKSampler", (", generator=self.generator", "")),
-                        "draw every random number from self.generator"),
+        wrong_answers=_mistakes(
+            "PKSampler",
+            ("small classes without replacement", "classes with fewer than K samples must be sampled with replacement",
+             ("if len(members) >= self.K:", "if True:")),
+            ("classes with replacement", "distinct classes",
+             ("torch.randperm(len(self.classes), generator=self.generator)[: self.P]",
+              "torch.randint(len(self.classes), (self.P,), generator=self.generator)")),
+            ("global random generator", "draw every random number from self.generator",
+             (", generator=self.generator", "")),
         ),
     ),
     GradedFunction(
@@ -532,20 +505,17 @@ SPECS = (
         # Recalls are multiples of 1/N; a float32 mean is off by ~1e-7 relative, a miscount by >= 1/N.
         rtol=1e-6, atol=0.0,
         tolerance="multiples of 1/N (N <= 80); float32 means are off by ~1e-7 relative",
-        wrong_answers=(
-            WrongAnswer("query is its own neighbour",
-                        _edited("recall_at_k", (".fill_diagonal_(math.inf)", ""), ("len(labels) - 1", "len(labels)")),
-                        "the query counted as its own nearest neighbour (leave it out: +inf on the diagonal)"),
-            WrongAnswer("precision at k",
-                        _edited("recall_at_k", (").cumsum(dim=1) > 0", ")"),
-                                ("int(found[:, min(k, k_max) - 1].sum()) / len(labels)",
-                                 "found[:, :k].double().mean().item()")),
-                        "precision@k (the fraction of the k neighbours of the class) instead of recall@k "
-                        "(at least one of the k)"),
-            WrongAnswer("farthest neighbours", _edited("recall_at_k", ("(math.inf)", "(-math.inf)"),
-                                                       ("largest=False", "largest=True")),
-                        f"the farthest neighbours instead of the nearest ({ARGMAX})"),
-            WrongAnswer("cosine neighbours", _NORMALISE + _edited("recall_at_k"), NORMALISED),
+        wrong_answers=_mistakes(
+            "recall_at_k",
+            ("query is its own neighbour", "the query counted as its own nearest neighbour (leave it out: +inf on the "
+                                           "diagonal)", (".fill_diagonal_(math.inf)", ""),
+             ("len(labels) - 1", "len(labels)")),
+            ("precision at k", "precision@k (the fraction of the k neighbours of the class) instead of recall@k (at "
+                               "least one of the k)", (").cumsum(dim=1) > 0", ")"),
+             ("int(found[:, min(k, k_max) - 1].sum()) / len(labels)", "found[:, :k].double().mean().item()")),
+            ("farthest neighbours", f"the farthest neighbours instead of the nearest ({ARGMAX})",
+             ("(math.inf)", "(-math.inf)"), ("largest=False", "largest=True")),
+            ("cosine neighbours", NORMALISED, _NORMALISE + solution_body(ASSIGNMENT, "recall_at_k")),
         ),
     ),
 )
