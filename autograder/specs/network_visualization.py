@@ -44,8 +44,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from autograder.judging.references import load_reference
-from autograder.judging.solutions import edited_solution, value_diagnoses
-from autograder.judging.spec import STATE, GradedFunction, WrongAnswer, with_policies
+from autograder.judging.solutions import edited_answers, value_diagnoses
+from autograder.judging.spec import STATE, GradedFunction, with_policies
 from autograder.judging.toolkit import (
     Failure,
     call_expecting_error,
@@ -60,8 +60,8 @@ from autograder.judging.toolkit import (
 from cs_lib.grading.models import CountingModel, FailingHead
 
 ASSIGNMENT = "network_visualization"
-#: The reference body of a graded function with ``(old, new)`` edits: a mistake declared against it.
-_edited = functools.partial(edited_solution, ASSIGNMENT)
+#: A graded function's wrong answers, one ``(label, hint, (old, new), ...)`` row each: edits of its reference body.
+_mistakes = functools.partial(edited_answers, ASSIGNMENT)
 REFERENCE_SEED = 2311
 # Stored outputs are float64 on tiny CNNs: they agree to round-off across machines.
 REFERENCE_RTOL, REFERENCE_ATOL = 1e-7, 1e-10
@@ -170,186 +170,152 @@ def _seed(g: torch.Generator) -> int:
 
 
 # ------------------------------------------------------------------------------------ wrong answers
-
+# One table per graded function: ``(label, hint, (old, new), ...)`` rows, edits of its reference body
+# (``_mistakes``); a label starting with STATE is a mistake a property check catches.
 
 _SCORE = "scores.gather(1, y.view(-1, 1).to(scores.device)).sum()"
 _LOSS_HINT = ("the gradient of the {} cross-entropy loss. Use the unnormalized score of class y[i] (model(X) "
               "picked with gather), not the loss.")
+_SUM_LOSS = 'F.cross_entropy(scores, y, reduction="sum")'
+_MAX_ABS = "grad.abs().amax(dim=1)"
+_NO_FINALLY = (STATE + "no finally", "left hooks on the model after it raised", ("try:\n", "if True:\n"),
+               ("finally:\n", "if True:\n"))
 
 
-def _saliency_wrong() -> tuple[WrongAnswer, ...]:
-    name = "compute_saliency_maps"
-
-    def objective(new: str, hint: str) -> WrongAnswer:
-        return WrongAnswer(hint[:40], _edited(name, (_SCORE, new)), hint)
-
-    def reduce(new: str, hint: str) -> WrongAnswer:
-        return WrongAnswer(hint[:40], _edited(name, ("grad.abs().amax(dim=1)", new)), hint)
-
-    return (
-        objective('F.cross_entropy(scores, y, reduction="sum")', "it matches " + _LOSS_HINT.format("summed")),
-        objective("F.cross_entropy(scores, y)", "it matches " + _LOSS_HINT.format("mean")),
-        objective("F.softmax(scores, dim=1).gather(1, y.view(-1, 1)).sum()",
-                  "it matches the gradient of the softmax probability; use the score before the softmax."),
-        reduce("grad.abs().sum(dim=1)",
-               "it matches the SUM of |gradient| over the channels; take the max over channels (dim=1)."),
-        reduce("grad.abs().mean(dim=1)",
-               "it matches the MEAN of |gradient| over the channels; take the max over channels (dim=1)."),
-        reduce("grad.amax(dim=1)", "it matches the max of the gradient WITHOUT the absolute value; take .abs() "
-                                   "first."),
-        reduce("grad.amax(dim=1).abs()",
-               "it matches |max over channels of the gradient|; take the absolute value before the max."),
-        reduce("grad.norm(dim=1)", "it matches the L2 norm over channels; take the max of |gradient| over channels."),
-        WrongAnswer(STATE + "freezes the model", _edited(name, ("X = X.detach()", "model.requires_grad_(False)\n"
-                                                                                  "X = X.detach()")),
-                    "changed requires_grad"),
-    )
+def _row(hint: str, *edits: tuple[str, str]) -> tuple[Any, ...]:
+    """A row whose label is the start of its hint."""
+    return (hint[:40], hint, *edits)
 
 
-def _guided_wrong() -> tuple[WrongAnswer, ...]:
-    name = "compute_guided_backprop"
-    plain = (f"X = X.detach().clone().requires_grad_(True)\nscores = model(X)\n"
-             f"(grad,) = torch.autograd.grad({_SCORE}, X)\nreturn grad\n")
-    return (
-        WrongAnswer("plain gradient", plain,
-                    "it matches the plain gradient. Register a full backward hook on every nn.ReLU module that "
-                    "returns (grad_input[0].clamp(min=0),)."),
-        WrongAnswer("deconvnet rule",
-                    _edited(name, ("(grad_input[0].clamp(min=0),)", "(grad_output[0].clamp(min=0),)")),
-                    "it matches the deconvnet rule (clamping grad_output): that drops the forward mask x > 0. Clamp "
-                    "grad_input[0], which already includes it."),
-        WrongAnswer("summed loss", _edited(name, (_SCORE, 'F.cross_entropy(scores, y, reduction="sum")')),
-                    "it matches guided backprop of the cross-entropy loss; backpropagate the score of class y[i]."),
-        WrongAnswer("mean loss", _edited(name, (_SCORE, "F.cross_entropy(scores, y)")),
-                    "it matches guided backprop of the (mean) cross-entropy loss; backpropagate the score of class "
-                    "y[i]."),
-        WrongAnswer("absolute value", _edited(name, ("return grad", "return grad.abs()")),
-                    "it matches the absolute value of guided backprop; return the signed gradient."),
-        WrongAnswer(STATE + "in-place ReLUs left on", _edited(name, ("        m.inplace = False\n", "")),
-                    "in-place ReLUs"),
-        WrongAnswer(STATE + "no finally", _edited(name, ("try:\n", "if True:\n"), ("finally:\n", "if True:\n")),
-                    "left hooks on the model after it raised"),
-        WrongAnswer(STATE + "flags not restored", _edited(name, ("        m.inplace = flag\n", "        pass\n")),
-                    "inplace flag"),
-    )
+_SALIENCY_WRONG = _mistakes(
+    "compute_saliency_maps",
+    _row("it matches " + _LOSS_HINT.format("summed"), (_SCORE, _SUM_LOSS)),
+    _row("it matches " + _LOSS_HINT.format("mean"), (_SCORE, "F.cross_entropy(scores, y)")),
+    _row("it matches the gradient of the softmax probability; use the score before the softmax.",
+         (_SCORE, "F.softmax(scores, dim=1).gather(1, y.view(-1, 1)).sum()")),
+    _row("it matches the SUM of |gradient| over the channels; take the max over channels (dim=1).",
+         (_MAX_ABS, "grad.abs().sum(dim=1)")),
+    _row("it matches the MEAN of |gradient| over the channels; take the max over channels (dim=1).",
+         (_MAX_ABS, "grad.abs().mean(dim=1)")),
+    _row("it matches the max of the gradient WITHOUT the absolute value; take .abs() first.",
+         (_MAX_ABS, "grad.amax(dim=1)")),
+    _row("it matches |max over channels of the gradient|; take the absolute value before the max.",
+         (_MAX_ABS, "grad.amax(dim=1).abs()")),
+    _row("it matches the L2 norm over channels; take the max of |gradient| over channels.",
+         (_MAX_ABS, "grad.norm(dim=1)")),
+    (STATE + "freezes the model", "changed requires_grad",
+     ("X = X.detach()", "model.requires_grad_(False)\nX = X.detach()")),
+)
 
+_GUIDED_WRONG = _mistakes(
+    "compute_guided_backprop",
+    ("plain gradient", "it matches the plain gradient. Register a full backward hook on every nn.ReLU module that "
+                       "returns (grad_input[0].clamp(min=0),).",
+     f"X = X.detach().clone().requires_grad_(True)\nscores = model(X)\n"
+     f"(grad,) = torch.autograd.grad({_SCORE}, X)\nreturn grad\n"),
+    ("deconvnet rule", "it matches the deconvnet rule (clamping grad_output): that drops the forward mask x > 0. "
+                       "Clamp grad_input[0], which already includes it.",
+     ("(grad_input[0].clamp(min=0),)", "(grad_output[0].clamp(min=0),)")),
+    ("summed loss", "it matches guided backprop of the cross-entropy loss; backpropagate the score of class y[i].",
+     (_SCORE, _SUM_LOSS)),
+    ("mean loss", "it matches guided backprop of the (mean) cross-entropy loss; backpropagate the score of class "
+                  "y[i].", (_SCORE, "F.cross_entropy(scores, y)")),
+    ("absolute value", "it matches the absolute value of guided backprop; return the signed gradient.",
+     ("return grad", "return grad.abs()")),
+    (STATE + "in-place ReLUs left on", "in-place ReLUs", ("        m.inplace = False\n", "")),
+    _NO_FINALLY,
+    (STATE + "flags not restored", "inplace flag", ("        m.inplace = flag\n", "        pass\n")),
+)
 
 _CAM_RELU = "cam = F.relu((alpha * A).sum(dim=1, keepdim=True))"
 _CAM_UP = 'cam = F.interpolate(cam, size=X.shape[-2:], mode="bilinear", align_corners=False)[:, 0]'
 _CAM_NORMALIZED = ("return torch.where(peak > 0, cam / peak.clamp_min(torch.finfo(cam.dtype).tiny), "
                    "torch.zeros_like(cam))")
 
+_GRADCAM_WRONG = _mistakes(
+    "compute_gradcam",
+    ("no ReLU", "it matches Grad-CAM WITHOUT the ReLU. Apply F.relu to the weighted sum of the activations (only "
+                "regions that increase the score count).", (_CAM_RELU, "cam = (alpha * A).sum(dim=1, keepdim=True)")),
+    ("min-max", "it matches min-max normalization; divide each map by its maximum instead (do not subtract the "
+                "minimum).",
+     (_CAM_NORMALIZED, "low = cam.amin(dim=(1, 2), keepdim=True)\nspan = peak - low\n"
+                       "return torch.where(span > 0, (cam - low) / span.clamp_min(1e-300), torch.zeros_like(cam))")),
+    ("not normalized", "it is not normalized; divide each map by its own maximum.", (_CAM_NORMALIZED, "return cam")),
+    ("batch maximum", "it is normalized by the largest value of the whole batch; divide each map by its own maximum.",
+     (_CAM_NORMALIZED, "return cam / cam.max().clamp_min(1e-300)")),
+    ("nearest", "it matches nearest-neighbour upsampling; use mode='bilinear', align_corners=False.",
+     (_CAM_UP, 'cam = F.interpolate(cam, size=X.shape[-2:], mode="nearest")[:, 0]')),
+    ("align_corners", "it matches bilinear upsampling with align_corners=True; use align_corners=False.",
+     ("align_corners=False", "align_corners=True")),
+    ("loss", "it matches the gradient of the loss; use the score of class y[i].", (_SCORE, _SUM_LOSS)),
+    ("element-wise", "it weights activations by the gradient element-wise; average the gradient over space first "
+                     "to get one weight per channel.",
+     ("alpha = grads.mean(dim=(2, 3), keepdim=True)", "alpha = grads")),
+    (STATE + "0/0", "NaN or inf", (_CAM_NORMALIZED, "return cam / peak")),
+    (STATE + "in-place ReLUs left on", "in-place ReLUs", ("    for m in relus:\n        m.inplace = False\n", "")),
+    _NO_FINALLY,
+)
 
-def _gradcam_wrong() -> tuple[WrongAnswer, ...]:
-    name = "compute_gradcam"
-    return (
-        WrongAnswer("no ReLU", _edited(name, (_CAM_RELU, "cam = (alpha * A).sum(dim=1, keepdim=True)")),
-                    "it matches Grad-CAM WITHOUT the ReLU. Apply F.relu to the weighted sum of the activations (only "
-                    "regions that increase the score count)."),
-        WrongAnswer("min-max", _edited(name, (_CAM_NORMALIZED,
-                                              "low = cam.amin(dim=(1, 2), keepdim=True)\nspan = peak - low\n"
-                                              "return torch.where(span > 0, (cam - low) / span.clamp_min(1e-300), "
-                                              "torch.zeros_like(cam))")),
-                    "it matches min-max normalization; divide each map by its maximum instead (do not subtract the "
-                    "minimum)."),
-        WrongAnswer("not normalized", _edited(name, (_CAM_NORMALIZED, "return cam")),
-                    "it is not normalized; divide each map by its own maximum."),
-        WrongAnswer("batch maximum", _edited(name, (_CAM_NORMALIZED, "return cam / cam.max().clamp_min(1e-300)")),
-                    "it is normalized by the largest value of the whole batch; divide each map by its own maximum."),
-        WrongAnswer("nearest", _edited(name, (_CAM_UP, 'cam = F.interpolate(cam, size=X.shape[-2:], mode="nearest")'
-                                                       "[:, 0]")),
-                    "it matches nearest-neighbour upsampling; use mode='bilinear', align_corners=False."),
-        WrongAnswer("align_corners", _edited(name, ("align_corners=False", "align_corners=True")),
-                    "it matches bilinear upsampling with align_corners=True; use align_corners=False."),
-        WrongAnswer("loss", _edited(name, (_SCORE, 'F.cross_entropy(scores, y, reduction="sum")')),
-                    "it matches the gradient of the loss; use the score of class y[i]."),
-        WrongAnswer("element-wise", _edited(name, ("alpha = grads.mean(dim=(2, 3), keepdim=True)", "alpha = grads")),
-                    "it weights activations by the gradient element-wise; average the gradient over space first to "
-                    "get one weight per channel."),
-        WrongAnswer(STATE + "0/0", _edited(name, (_CAM_NORMALIZED, "return cam / peak")), "NaN or inf"),
-        WrongAnswer(STATE + "in-place ReLUs left on",
-                    _edited(name, ("    for m in relus:\n        m.inplace = False\n", "")),
-                    "in-place ReLUs"),
-        WrongAnswer(STATE + "no finally", _edited(name, ("try:\n", "if True:\n"), ("finally:\n", "if True:\n")),
-                    "left hooks on the model after it raised"),
-    )
+_CLEAN, _OCCLUDED = "p_clean = F.softmax(model(X), dim=1)", "p = F.softmax(model(occluded), dim=1)"
 
-
-def _occlusion_wrong() -> tuple[WrongAnswer, ...]:
-    name = "compute_occlusion_map"
-    clean, occluded = "p_clean = F.softmax(model(X), dim=1)", "p = F.softmax(model(occluded), dim=1)"
-    return (
-        WrongAnswer("raw scores", _edited(name, (clean, "p_clean = model(X)"), (occluded, "p = model(occluded)")),
-                    "it matches drops of the raw scores; use softmax probabilities."),
-        WrongAnswer("log-probabilities", _edited(name, (clean, "p_clean = F.log_softmax(model(X), dim=1)"),
-                                                 (occluded, "p = F.log_softmax(model(occluded), dim=1)")),
-                    "it matches drops of log-probabilities; use softmax probabilities."),
-        WrongAnswer("sign", _edited(name, ("= p_clean[image] - p", "= p - p_clean[image]")),
-                    "it matches P(occluded) - P(clean); the drop is P(clean) - P(occluded)."),
-        WrongAnswer("sum", _edited(name, ("return total / count.clamp_min(1)", "return total")),
-                    "it matches the SUM of the drops; average over the windows covering each pixel."),
-        WrongAnswer("full windows only", _edited(name, ("math.ceil((size - patch) / stride) + 1",
-                                                        "(size - patch) // stride + 1")),
-                    "it uses only windows that fit inside the image. Keep sliding until a window reaches the "
-                    "last row/column; that last window is cut off at the border (Captum's positions)."),
-        WrongAnswer("baseline ignored", _edited(name, ("torch.tensor(baseline,", "torch.tensor(0.0,")),
-                    "it matches occluding with 0; set the occluded pixels to `baseline`."),
-        WrongAnswer(STATE + "one window per pass",
-                    _edited(name, ("batch_size = X.device, 32", "batch_size = X.device, 1")),
-                    "one forward pass per window"),
-    )
-
+_OCCLUSION_WRONG = _mistakes(
+    "compute_occlusion_map",
+    ("raw scores", "it matches drops of the raw scores; use softmax probabilities.",
+     (_CLEAN, "p_clean = model(X)"), (_OCCLUDED, "p = model(occluded)")),
+    ("log-probabilities", "it matches drops of log-probabilities; use softmax probabilities.",
+     (_CLEAN, "p_clean = F.log_softmax(model(X), dim=1)"), (_OCCLUDED, "p = F.log_softmax(model(occluded), dim=1)")),
+    ("sign", "it matches P(occluded) - P(clean); the drop is P(clean) - P(occluded).",
+     ("= p_clean[image] - p", "= p - p_clean[image]")),
+    ("sum", "it matches the SUM of the drops; average over the windows covering each pixel.",
+     ("return total / count.clamp_min(1)", "return total")),
+    ("full windows only", "it uses only windows that fit inside the image. Keep sliding until a window reaches the "
+                          "last row/column; that last window is cut off at the border (Captum's positions).",
+     ("math.ceil((size - patch) / stride) + 1", "(size - patch) // stride + 1")),
+    ("baseline ignored", "it matches occluding with 0; set the occluded pixels to `baseline`.",
+     ("torch.tensor(baseline,", "torch.tensor(0.0,")),
+    (STATE + "one window per pass", "one forward pass per window",
+     ("batch_size = X.device, 32", "batch_size = X.device, 1")),
+)
 
 _ASCENT_STEP = "learning_rate * g / g.norm()"
 _FOOLED = "if int(scores.argmax(dim=1)[0]) == target_y:"
+_DETACHED = "return X_fooling.detach()"
 
-
-def _fooling_wrong() -> tuple[WrongAnswer, ...]:
-    name = "make_fooling_image"
-    return (
-        WrongAnswer("unnormalized", _edited(name, (_ASCENT_STEP, "learning_rate * g")),
-                    "it matches steps of lr * g without normalization; divide the gradient by its L2 norm."),
-        WrongAnswer("FGSM", _edited(name, (_ASCENT_STEP, "learning_rate * g.sign()")),
-                    "it matches steps of lr * sign(g) (FGSM); use lr * g / ||g||_2."),
-        WrongAnswer("loss descent", _edited(name, ("torch.autograd.grad(scores[0, target_y], X_fooling)",
-                                                   "torch.autograd.grad(-F.cross_entropy(scores, torch.tensor("
-                                                   "[target_y], device=scores.device)), X_fooling)")),
-                    "it matches descent on the cross-entropy loss of the target; ascend the target's score."),
-        WrongAnswer("no early stop", _edited(name, (_FOOLED, "if step == max_iter and int(scores.argmax(dim=1)[0]) "
-                                                             "== target_y:")),
-                    "it matches running all max_iter steps; stop as soon as the model predicts target_y."),
-        WrongAnswer(STATE + "graph attached", _edited(name, ("return X_fooling.detach()", "return X_fooling")),
-                    "attached to the autograd graph"),
-        WrongAnswer(STATE + "never raises", _edited(name, ("raise RuntimeError(", "return X_fooling.detach()\n"
-                                                                                  "raise RuntimeError(")),
-                    "must raise a RuntimeError"),
-        WrongAnswer(STATE + "in place", _edited(name, ("return X_fooling.detach()", "X.copy_(X_fooling.detach())\n"
-                                                                                    "        return X.clone()")),
-                    "modified its argument"),
-    )
-
+_FOOLING_WRONG = _mistakes(
+    "make_fooling_image",
+    ("unnormalized", "it matches steps of lr * g without normalization; divide the gradient by its L2 norm.",
+     (_ASCENT_STEP, "learning_rate * g")),
+    ("FGSM", "it matches steps of lr * sign(g) (FGSM); use lr * g / ||g||_2.",
+     (_ASCENT_STEP, "learning_rate * g.sign()")),
+    ("loss descent", "it matches descent on the cross-entropy loss of the target; ascend the target's score.",
+     ("torch.autograd.grad(scores[0, target_y], X_fooling)",
+      "torch.autograd.grad(-F.cross_entropy(scores, torch.tensor([target_y], device=scores.device)), X_fooling)")),
+    ("no early stop", "it matches running all max_iter steps; stop as soon as the model predicts target_y.",
+     (_FOOLED, "if step == max_iter and int(scores.argmax(dim=1)[0]) == target_y:")),
+    (STATE + "graph attached", "attached to the autograd graph", (_DETACHED, "return X_fooling")),
+    (STATE + "never raises", "must raise a RuntimeError",
+     ("raise RuntimeError(", "return X_fooling.detach()\nraise RuntimeError(")),
+    (STATE + "in place", "modified its argument", (_DETACHED, "X.copy_(X_fooling.detach())\n        return X.clone()")),
+)
 
 _PENALTY = "l2_reg * (x * x).sum()"
+_STEP = "img += learning_rate * g / g.norm()"
 
-
-def _class_step_wrong() -> tuple[WrongAnswer, ...]:
-    name = "class_visualization_update_step"
-    step = "img += learning_rate * g / g.norm()"
-    return (
-        WrongAnswer("descent", _edited(name, (step, "img -= learning_rate * g / g.norm()")),
-                    "it matches a step of gradient DESCENT; ascend: img += learning_rate * g / ||g||."),
-        WrongAnswer("unnormalized", _edited(name, (step, "img += learning_rate * g")),
-                    "it matches an unnormalized step; divide the gradient by its L2 norm."),
-        WrongAnswer("unsquared penalty", _edited(name, (_PENALTY, "l2_reg * x.norm()")),
-                    "it matches a penalty l2_reg * ||img|| (not squared); use l2_reg * ||img||^2."),
-        WrongAnswer("no penalty", _edited(name, (" - " + _PENALTY, "")),
-                    "it matches the step without the L2 penalty; subtract l2_reg * ||img||^2 from the score."),
-        WrongAnswer("added penalty", _edited(name, (" - " + _PENALTY, " + " + _PENALTY)),
-                    "it matches ADDING the L2 penalty; the objective is S_y - l2_reg * ||img||^2."),
-        WrongAnswer(STATE + "returns a new image", _edited(name, ("with torch.no_grad():\n    " + step,
-                                                                  "return img + learning_rate * g / g.norm()")),
-                    "update it in place"),
-    )
+_CLASS_STEP_WRONG = _mistakes(
+    "class_visualization_update_step",
+    ("descent", "it matches a step of gradient DESCENT; ascend: img += learning_rate * g / ||g||.",
+     (_STEP, "img -= learning_rate * g / g.norm()")),
+    ("unnormalized", "it matches an unnormalized step; divide the gradient by its L2 norm.",
+     (_STEP, "img += learning_rate * g")),
+    ("unsquared penalty", "it matches a penalty l2_reg * ||img|| (not squared); use l2_reg * ||img||^2.",
+     (_PENALTY, "l2_reg * x.norm()")),
+    ("no penalty", "it matches the step without the L2 penalty; subtract l2_reg * ||img||^2 from the score.",
+     (" - " + _PENALTY, "")),
+    ("added penalty", "it matches ADDING the L2 penalty; the objective is S_y - l2_reg * ||img||^2.",
+     (" - " + _PENALTY, " + " + _PENALTY)),
+    (STATE + "returns a new image", "update it in place",
+     ("with torch.no_grad():\n    " + _STEP, "return img + learning_rate * g / g.norm()")),
+)
 
 
 # ------------------------------------------------------------------------------------ judging calls
@@ -746,18 +712,18 @@ _STEP_FLOAT32 = _FLOAT32 + "; a rare draw where float32 flips a ReLU still fails
 
 SPECS = (
     GradedFunction(name="compute_saliency_maps", test=_saliency_test, rtol=RTOL64, atol=ATOL64, tolerance=_FLOAT64,
-                   float64_required=_GRADIENT_FLOAT64, wrong_answers=_saliency_wrong(), forgeable=("model state",)),
+                   float64_required=_GRADIENT_FLOAT64, wrong_answers=_SALIENCY_WRONG, forgeable=("model state",)),
     GradedFunction(name="compute_guided_backprop", test=_guided_test, rtol=RTOL64, atol=ATOL64, tolerance=_FLOAT64,
-                   float64_required=_GRADIENT_FLOAT64, wrong_answers=_guided_wrong(),
+                   float64_required=_GRADIENT_FLOAT64, wrong_answers=_GUIDED_WRONG,
                    forgeable=("model state", "hooks removed after an error")),
     GradedFunction(name="compute_gradcam", test=_gradcam_test, rtol=RTOL32, atol=ATOL32, tolerance=_FLOAT32,
-                   wrong_answers=_gradcam_wrong(), forgeable=("model state", "hooks removed after an error")),
+                   wrong_answers=_GRADCAM_WRONG, forgeable=("model state", "hooks removed after an error")),
     GradedFunction(name="compute_occlusion_map", test=_occlusion_test, rtol=RTOL32, atol=ATOL32, tolerance=_FLOAT32,
-                   wrong_answers=_occlusion_wrong(), forgeable=("model state", "forward passes counted")),
+                   wrong_answers=_OCCLUSION_WRONG, forgeable=("model state", "forward passes counted")),
     GradedFunction(name="make_fooling_image", test=_fooling_test, rtol=RTOL32, atol=ATOL32, tolerance=_STEP_FLOAT32,
-                   wrong_answers=_fooling_wrong(), forgeable=("model state",)),
+                   wrong_answers=_FOOLING_WRONG, forgeable=("model state",)),
     GradedFunction(name="class_visualization_update_step", test=_class_step_test, rtol=RTOL32, atol=ATOL32,
-                   tolerance=_STEP_FLOAT32, wrong_answers=_class_step_wrong(), adapter="in_place",
+                   tolerance=_STEP_FLOAT32, wrong_answers=_CLASS_STEP_WRONG, adapter="in_place",
                    forgeable=("model state",)),
 )
 
