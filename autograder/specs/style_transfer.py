@@ -67,7 +67,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autograder.judging.references import load_reference
-from autograder.judging.solutions import edited_solution, function_source, load_namespace, value_diagnoses
+from autograder.judging.solutions import edited_answers, function_source, load_namespace, value_diagnoses
 from autograder.judging.spec import STATE, Call, GradedFunction, WrongAnswer, load_specs, with_policies
 from autograder.judging.toolkit import (
     Failure,
@@ -629,22 +629,16 @@ def _loop_test(student: Student, ref: Callable[..., Any], spec: GradedFunction, 
                       "arguments, and backpropagate the total loss.")
 
 
-@functools.cache
-def _setup_with(old: str, new: str) -> str:
-    """The reference's set-up region of the loop (targets, img, optimizer) with one mistake."""
-    return edited_solution(ASSIGNMENT, "style_transfer", (old, new))
-
-
-LOOP_WRONG = (
-    WrongAnswer("noise from randn", _setup_with("torch.rand(content_img.shape", "torch.randn(content_img.shape"),
-                "noise from torch.randn; use torch.rand (uniform in [0, 1))"),
-    WrongAnswer("fixed learning rate", _setup_with("lr=initial_lr", "lr=3.0"),
-                "a fixed learning rate of 3.0; use Adam(lr=initial_lr)"),
-    WrongAnswer("SGD", _setup_with("torch.optim.Adam(", "torch.optim.SGD("),
-                "plain SGD steps before the decay; use torch.optim.Adam"),
-    WrongAnswer("unnormalised style targets", _setup_with("gram_matrix(style_feats[layer])",
-                                                          "gram_matrix(style_feats[layer], normalize=False)"),
-                "style targets computed with normalize=False; keep gram_matrix's default normalize=True"),
+#: The loop's mistakes in its set-up (targets, img, optimizer): edits of the reference loop.
+LOOP_WRONG = edited_answers(
+    ASSIGNMENT, "style_transfer",
+    ("noise from randn", "noise from torch.randn; use torch.rand (uniform in [0, 1))",
+     ("torch.rand(content_img.shape", "torch.randn(content_img.shape")),
+    ("fixed learning rate", "a fixed learning rate of 3.0; use Adam(lr=initial_lr)", ("lr=initial_lr", "lr=3.0")),
+    ("SGD", "plain SGD steps before the decay; use torch.optim.Adam", ("torch.optim.Adam(", "torch.optim.SGD(")),
+    ("unnormalised style targets", "style targets computed with normalize=False; keep gram_matrix's default "
+                                   "normalize=True",
+     ("gram_matrix(style_feats[layer])", "gram_matrix(style_feats[layer], normalize=False)")),
 )
 
 
