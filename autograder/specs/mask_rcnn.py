@@ -199,12 +199,17 @@ def _roi_align_fresh(g: torch.Generator) -> list[Call]:
             Call(features, rois, 4, scale, -1, not aligned, label=f"{k} random RoIs, adaptive sampling")]
 
 
+def _discs(g: torch.Generator, n: int, h: int, w: int, radius: tuple[float, float],
+           dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``n`` random discs as bool ``(n, h, w)`` masks, radii in ``radius`` (low, high), drawn in ``dtype``."""
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=dtype), torch.arange(w, dtype=dtype), indexing="ij")
+    centers = torch.rand(n, 2, generator=g, dtype=dtype) * torch.tensor([w, h], dtype=dtype)
+    radii = radius[0] + torch.rand(n, generator=g, dtype=dtype) * (radius[1] - radius[0])
+    return (xx - centers[:, 0, None, None]) ** 2 + (yy - centers[:, 1, None, None]) ** 2 <= radii[:, None, None] ** 2
+
+
 def _mask_inputs(g: torch.Generator, num_gt: int, k: int, h: int = 40, w: int = 50) -> tuple:
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
-    centers = torch.rand(num_gt, 2, generator=g, dtype=torch.float64) * torch.tensor([w, h], dtype=torch.float64)
-    radii = 4 + torch.rand(num_gt, generator=g, dtype=torch.float64) * 10
-    masks = ((xx - centers[:, 0, None, None]) ** 2 + (yy - centers[:, 1, None, None]) ** 2
-             <= radii[:, None, None] ** 2).to(torch.uint8)
+    masks = _discs(g, num_gt, h, w, (4.0, 14.0), torch.float64).to(torch.uint8)
     boxes = _boxes(g, k, size=max(h, w), low=-4.0) + torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64)
     matched = torch.randint(0, num_gt, (k,), generator=g)
     return masks, boxes, matched
@@ -273,24 +278,16 @@ def _paste_fresh(g: torch.Generator) -> list[Call]:
                  label=f"{k} random masks in a {h} x {w} image")]
 
 
-def _blobs(g: torch.Generator, n: int, h: int, w: int) -> torch.Tensor:
-    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    centers = torch.rand(n, 2, generator=g) * torch.tensor([w, h])
-    radii = 2 + torch.rand(n, generator=g) * 7
-    return (xx[None] - centers[:, 0, None, None]) ** 2 + (yy[None] - centers[:, 1, None, None]) ** 2 \
-        <= radii[:, None, None] ** 2
-
-
 def _detection_problem(g: torch.Generator, images: int, tied: bool, classes: int = 3, h: int = 24,
                        w: int = 32) -> tuple[list[dict], list[dict]]:
     """Random ground truths, and detections that copy (with 1-pixel shifts), duplicate or miss them."""
     predictions, targets = [], []
     for _ in range(images):
         num_gt = int(torch.randint(0, 6, (1,), generator=g))
-        gt_masks = _blobs(g, num_gt, h, w)
+        gt_masks = _discs(g, num_gt, h, w, (2.0, 9.0))
         gt_labels = torch.randint(1, classes + 1, (num_gt,), generator=g)
         num_det = int(torch.randint(0, 10, (1,), generator=g))
-        det_masks = _blobs(g, num_det, h, w)
+        det_masks = _discs(g, num_det, h, w, (2.0, 9.0))
         det_labels = torch.randint(1, classes + 1, (num_det,), generator=g)
         if num_gt:
             source = torch.randint(0, num_gt, (num_det,), generator=g)
