@@ -1,27 +1,12 @@
 """Hidden tests of ``network_visualization``: saliency, guided backprop, Grad-CAM, occlusion, fooling
 images and the class-visualization step.
 
-Every graded function takes a model, so each spec is a custom ``test`` (``autograder/README.md``). Each
-test
-
-- sends the student's function models the grader builds itself: a random-init SqueezeNet 1.1 under a
-  fixed seed (:func:`squeezenet`) and a small CNN (:func:`tiny_cnn`), never the notebook's global model;
-- compares the result with the reference solution of the source notebook, run here, on the stored cases
-  of ``autograder/references/network_visualization.pt`` (tiny CNNs whose weights are stored with the
-  case as state_dicts, built by :func:`make_references`) and on inputs drawn at grading time
-  (:func:`~autograder.judging.toolkit.fresh_generator`), in float64, to each spec's tolerance (float64
-  round-off where the spec requires float64, float32 round-off elsewhere), plus one float32 call for the dtype;
-- when the result is wrong, runs the spec's :class:`~autograder.judging.spec.WrongAnswer` bodies (the
-  loss instead of the score, a sum instead of a max, no ReLU, ...) on the same inputs and names the one
-  the student's output matches;
-- checks that the model is left as it was, from the kernel's report
-  (:func:`cs_lib.grading.judge_client.module_report`, the forgeable part): parameter values, ``requires_grad``
-  flags, ReLU ``inplace`` flags, train/eval mode and no hooks on any module, also when the function
-  raises (:func:`failing_model`).
-
-Wrong answers named ``state: ...`` are mistakes that a property check catches (hooks left behind,
-flags not restored, one forward pass per window, ...), not the value comparison; they are not tried
-as diagnoses of a wrong value.
+Every graded function takes a model, so each spec is a custom ``test``: a list of :class:`_Case` run by
+:func:`_judge`. The models are the grader's own (a random-init SqueezeNet 1.1 under a fixed seed,
+:func:`squeezenet`, and small CNNs, :func:`tiny_cnn`, whose weights the stored cases keep as state_dicts,
+:func:`make_references`), never the notebook's global model. Results are compared in float64 to each spec's
+tolerance, plus one float32 call for the dtype; the model must be left as it was, from the kernel's report
+(:func:`~autograder.judging.toolkit.check_model`), also when the function raises (:func:`failing_model`).
 
 **In-place ReLUs.** Students may meet models built with ``nn.ReLU(inplace=True)`` (torchvision's
 SqueezeNet is one). The correct behaviour, which the reference implements and Captum agrees with, is
