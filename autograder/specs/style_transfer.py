@@ -1,15 +1,8 @@
 """Hidden tests of ``style_transfer``: the content, Gram, style and TV losses, and the Adam loop.
 
-One :class:`~autograder.judging.spec.GradedFunction` per graded function, each a custom ``test`` run by
-the judge in the grading process (``autograder/README.md``). Each loss test runs the student function
-(in the kernel) on the stored reference cases (random float64 tensors, and float32 features of a seeded
-random-init SqueezeNet 1.1, built by :func:`make_references` with their provenance), then on the spec's
-``fresh`` inputs drawn at grading time, compared with the source notebook's solution run here. When a
-result is wrong, the spec's wrong answers (a mean for a sum, a forgotten weight, the wrong Gram
-normalisation, TV along one axis, one Gram matrix for the whole batch, ...) run on the same inputs and
-the matching one names the fix. ``gram_matrix`` and ``tv_loss`` must have no Python loops: their policy
-(``no_loops`` below) is checked on the submitted source, as for every graded function
-(:mod:`autograder.judging.policy`).
+Each loss test (:func:`_loss_test`) compares the student's loss on the spec's ``fresh`` inputs, then on the
+stored cases (random float64 tensors, and float32 features of a seeded random-init SqueezeNet 1.1, built by
+:func:`make_references` with their provenance), with the notebook's solution, norm-wise (below).
 
 The loop (``style_transfer``) is graded on its own: it runs with **stand-in losses** that are not the
 assignment's answers (:data:`STAND_INS`: a Huber content loss, channel mean and mean-square statistics
