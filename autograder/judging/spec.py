@@ -56,7 +56,8 @@ class WrongAnswer:
 
     ``body`` replaces the solution region of the answer cell (written flush-left); it runs in the
     notebook's namespace. The judge runs it on the same inputs as the student, and names ``hint``
-    when the student's output matches it. The generic tests check that it fails with that hint.
+    when the student's output matches it. The generic tests check that it fails with that hint. A mistake that
+    is an edit of the solution is declared as one: :func:`autograder.judging.solutions.edited_answers`.
     """
 
     name: str
