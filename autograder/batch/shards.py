@@ -205,7 +205,8 @@ def write_atomically(path: Path, text: str) -> None:
 GRACE_SECONDS = 120
 #: Seconds per task besides grading: the venv check, nbgrader's release of each assignment, the CSVs.
 SETUP_SECONDS = 600
-#: Memory of the grading process itself (nbgrader, the feedback exporter) besides the kernels.
+#: Memory of the grading processes besides the kernels: the CLI and its workers (nbgrader, the judges, the feedback
+#: exporter, copy-on-write from the CLI) and the warm kernel template (about 0.5 GiB: torch, torchvision, ipykernel).
 GRADER_MEMORY = 2 * 1024**3
 
 
