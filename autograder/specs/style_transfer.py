@@ -61,7 +61,7 @@ from torch import nn
 
 from autograder.judging.references import load_reference
 from autograder.judging.solutions import edited_answers, function_source, load_namespace, value_diagnoses
-from autograder.judging.spec import STATE, Call, GradedFunction, WrongAnswer, load_specs, with_policies
+from autograder.judging.spec import STATE, Call, GradedFunction, load_specs, with_policies
 from autograder.judging.toolkit import (
     Failure,
     check_detached,
@@ -74,6 +74,8 @@ from autograder.judging.toolkit import (
 )
 
 ASSIGNMENT = "style_transfer"
+#: A graded function's wrong answers, one ``(label, hint, (old, new), ...)`` row each: edits of its reference body.
+_mistakes = functools.partial(edited_answers, ASSIGNMENT)
 REFERENCE_SEED = 231
 #: The demo's wrong sample: a wrong content loss must cost only its own points, since the loop is judged
 #: with stand-in losses (autograder/batch/demo.py).
@@ -295,17 +297,17 @@ def _content_fresh(g: torch.Generator) -> list[Call]:
 
 
 _DIFF = "(content_current - content_original)"
+_SUM = 'reduction="sum"'
 
-CONTENT_WRONG = (
-    WrongAnswer("mean", f"return content_weight * torch.mean({_DIFF} ** 2)",
-                "You averaged the squared differences (a mean); the content loss sums them."),
-    WrongAnswer("no weight", f"return torch.sum({_DIFF} ** 2)", "You forgot to multiply by content_weight."),
-    WrongAnswer("norm", f"return content_weight * torch.norm{_DIFF}",
-                "Square the differences: this looks like w * ||current - original|| (a norm, not its square)."),
-    WrongAnswer("absolute values", f"return content_weight * torch.sum({_DIFF}.abs())",
-                "Square the differences instead of taking their absolute values."),
-    WrongAnswer(STATE + "a Python float", f"return (content_weight * torch.sum({_DIFF} ** 2)).item()",
-                "expected a torch.Tensor"),
+#: The losses' mistakes, one ``(label, hint, (old, new), ...)`` row each: edits of the reference body (or a body).
+CONTENT_WRONG = _mistakes(
+    "content_loss",
+    ("mean", "You averaged the squared differences (a mean); the content loss sums them.", (_SUM, 'reduction="mean"')),
+    ("no weight", "You forgot to multiply by content_weight.", ("content_weight * ", "")),
+    ("norm", "Square the differences: this looks like w * ||current - original|| (a norm, not its square).",
+     f"return content_weight * torch.norm{_DIFF}"),
+    ("absolute values", "Square the differences instead of taking their absolute values.", ("mse_loss", "l1_loss")),
+    (STATE + "a Python float", "expected a torch.Tensor", f"return (content_weight * torch.sum({_DIFF} ** 2)).item()"),
 )
 
 
@@ -319,30 +321,23 @@ def _gram_fresh(g: torch.Generator) -> list[Call]:
     return calls
 
 
-def _gram_body(flat: str, product: str, normalized: str, unnormalized: str = "G") -> str:
-    return (f"N, C, H, W = features.shape\nF = {flat}\nG = {product}\n"
-            f"return {normalized} if normalize else {unnormalized}")
+_NORMALIZED = "G = G / (H * W * C)"
+_WHOLE_BATCH = (("features.reshape(N, C, H * W)", "features.transpose(0, 1).reshape(C, N * H * W)"),
+                ("torch.bmm(F, F.transpose(1, 2))", "(F @ F.t()).expand(N, C, C)"))
 
-
-_PER_IMAGE = ("features.reshape(N, C, H * W)", "torch.bmm(F, F.transpose(1, 2))")
-_WHOLE_BATCH = ("features.transpose(0, 1).reshape(C, N * H * W)", "(F @ F.t()).expand(N, C, C)")
-
-GRAM_WRONG = (
-    WrongAnswer("H * W", _gram_body(*_PER_IMAGE, "G / (H * W)"),
-                "Divide by H * W * C when normalize=True (it looks divided by H * W only)."),
-    WrongAnswer("C", _gram_body(*_PER_IMAGE, "G / C"),
-                "Divide by H * W * C when normalize=True (it looks divided by C only)."),
-    WrongAnswer("N * H * W * C", _gram_body(*_PER_IMAGE, "G / (N * H * W * C)"),
-                "Divide by H * W * C, not by N * H * W * C."),
-    WrongAnswer("unnormalised", _gram_body(*_PER_IMAGE, "G"),
-                "Divide by H * W * C when normalize=True (it looks unnormalised)."),
-    WrongAnswer("always normalised", _gram_body(*_PER_IMAGE, "G / (H * W * C)", "G / (H * W * C)"),
-                "Do not normalise when normalize=False."),
-    WrongAnswer("whole batch", _gram_body(*_WHOLE_BATCH, "G / (N * H * W * C)"),
-                "Compute one Gram matrix per image: this looks like one Gram matrix for the whole batch "
-                "(reshape to (N, C, H * W), not (C, N * H * W))."),
-    WrongAnswer("whole batch, per-image normalisation", _gram_body(*_WHOLE_BATCH, "G / (H * W * C)"),
-                "Compute one Gram matrix per image, not one for the whole batch (reshape to (N, C, H * W))."),
+GRAM_WRONG = _mistakes(
+    "gram_matrix",
+    ("H * W", "Divide by H * W * C when normalize=True (it looks divided by H * W only).",
+     (_NORMALIZED, "G = G / (H * W)")),
+    ("C", "Divide by H * W * C when normalize=True (it looks divided by C only).", (_NORMALIZED, "G = G / C")),
+    ("N * H * W * C", "Divide by H * W * C, not by N * H * W * C.", (_NORMALIZED, "G = G / (N * H * W * C)")),
+    ("unnormalised", "Divide by H * W * C when normalize=True (it looks unnormalised).", (_NORMALIZED, "pass")),
+    ("always normalised", "Do not normalise when normalize=False.", ("if normalize:\n    " + _NORMALIZED, _NORMALIZED)),
+    ("whole batch", "Compute one Gram matrix per image: this looks like one Gram matrix for the whole batch "
+                    "(reshape to (N, C, H * W), not (C, N * H * W)).",
+     *_WHOLE_BATCH, (_NORMALIZED, "G = G / (N * H * W * C)")),
+    ("whole batch, per-image normalisation", "Compute one Gram matrix per image, not one for the whole batch "
+                                             "(reshape to (N, C, H * W)).", *_WHOLE_BATCH),
 )
 
 
@@ -365,29 +360,22 @@ def _style_calls(g: torch.Generator, gram: Callable[..., torch.Tensor]) -> list[
     return calls
 
 
-def _style_body(term: str, combine: str = "loss = loss + weight * {term}") -> str:
-    return ("loss = feats[0].new_zeros(())\n"
-            "for layer, target, weight in zip(style_layers, style_targets, style_weights):\n"
-            f"    {combine.format(term=term)}\nreturn loss")
+_ADD = "loss = loss + "
 
-
-_SQUARED = "torch.sum((gram_matrix(feats[layer]) - target) ** 2)"
-
-STYLE_WRONG = (
-    WrongAnswer("no weights", _style_body(_SQUARED, "loss = loss + {term}"), "You forgot the style weights."),
-    WrongAnswer("mean", _style_body("torch.mean((gram_matrix(feats[layer]) - target) ** 2)"),
-                "You averaged the squared Gram differences (a mean); sum them."),
-    WrongAnswer("Frobenius norm", _style_body("torch.norm(gram_matrix(feats[layer]) - target)"),
-                "Square the differences: this looks like a Frobenius norm, not its square."),
-    WrongAnswer("unnormalised Gram", _style_body("torch.sum((gram_matrix(feats[layer], normalize=False) - target) "
-                                                 "** 2)"),
-                "Use the normalised Gram matrix (gram_matrix(...) with normalize=True), like the targets."),
-    WrongAnswer("last layer only", _style_body(_SQUARED, "loss = weight * {term}"),
-                "Add up every style layer; this is only the last one (did you overwrite the loss in the loop?)."),
-    WrongAnswer("first layer only", _style_body(_SQUARED, "return weight * {term}"),
-                "Add up every style layer; this is only the first one (a return inside the loop?)."),
-    WrongAnswer(STATE + "targets indexed by layer", _style_body(
-        "torch.sum((gram_matrix(feats[layer]) - style_targets[layer]) ** 2)"), "style_targets[i]"),
+STYLE_WRONG = _mistakes(
+    "style_loss",
+    ("no weights", "You forgot the style weights.", (_ADD + "weight * ", _ADD)),
+    ("mean", "You averaged the squared Gram differences (a mean); sum them.", (_SUM, 'reduction="mean"')),
+    ("Frobenius norm", "Square the differences: this looks like a Frobenius norm, not its square.",
+     ('nn.functional.mse_loss(gram_matrix(feats[layer]), target, reduction="sum")',
+      "torch.norm(gram_matrix(feats[layer]) - target)")),
+    ("unnormalised Gram", "Use the normalised Gram matrix (gram_matrix(...) with normalize=True), like the targets.",
+     ("gram_matrix(feats[layer])", "gram_matrix(feats[layer], normalize=False)")),
+    ("last layer only", "Add up every style layer; this is only the last one (did you overwrite the loss in the "
+                        "loop?).", (_ADD, "loss = ")),
+    ("first layer only", "Add up every style layer; this is only the first one (a return inside the loop?).",
+     (_ADD, "return ")),
+    (STATE + "targets indexed by layer", "style_targets[i]", ("target, reduction", "style_targets[layer], reduction")),
 )
 
 
@@ -404,22 +392,17 @@ def _tv_fresh(g: torch.Generator) -> list[Call]:
     return calls
 
 
-_DH, _DW = "(img[:, :, 1:, :] - img[:, :, :-1, :])", "(img[:, :, :, 1:] - img[:, :, :, :-1])"
-
-TV_WRONG = (
-    WrongAnswer("vertical only", f"return tv_weight * torch.sum({_DH} ** 2)",
-                "Add the horizontal differences too (this is the vertical term only)."),
-    WrongAnswer("horizontal only", f"return tv_weight * torch.sum({_DW} ** 2)",
-                "Add the vertical differences too (this is the horizontal term only)."),
-    WrongAnswer("no weight", f"return torch.sum({_DH} ** 2) + torch.sum({_DW} ** 2)",
-                "You forgot to multiply by tv_weight."),
-    WrongAnswer("mean", f"return tv_weight * (torch.mean({_DH} ** 2) + torch.mean({_DW} ** 2))",
-                "Sum the squared differences; this looks like a mean."),
-    WrongAnswer("absolute values", f"return tv_weight * (torch.sum({_DH}.abs()) + torch.sum({_DW}.abs()))",
-                "Square the differences instead of taking their absolute values."),
-    WrongAnswer("wraps around", "return tv_weight * (torch.sum((img - img.roll(1, 2)) ** 2) "
-                                "+ torch.sum((img - img.roll(1, 3)) ** 2))",
-                "Do not wrap around the border (torch.roll): only neighbours inside the image count."),
+TV_WRONG = _mistakes(
+    "tv_loss",
+    ("vertical only", "Add the horizontal differences too (this is the vertical term only).",
+     ("(vertical + horizontal)", "vertical")),
+    ("horizontal only", "Add the vertical differences too (this is the horizontal term only).",
+     ("(vertical + horizontal)", "horizontal")),
+    ("no weight", "You forgot to multiply by tv_weight.", ("tv_weight * ", "")),
+    ("mean", "Sum the squared differences; this looks like a mean.", (_SUM, 'reduction="mean"')),
+    ("absolute values", "Square the differences instead of taking their absolute values.", ("mse_loss", "l1_loss")),
+    ("wraps around", "Do not wrap around the border (torch.roll): only neighbours inside the image count.",
+     "return tv_weight * (torch.sum((img - img.roll(1, 2)) ** 2) + torch.sum((img - img.roll(1, 3)) ** 2))"),
 )
 
 
@@ -623,8 +606,8 @@ def _loop_test(student: Student, ref: Callable[..., Any], spec: GradedFunction, 
 
 
 #: The loop's mistakes in its set-up (targets, img, optimizer): edits of the reference loop.
-LOOP_WRONG = edited_answers(
-    ASSIGNMENT, "style_transfer",
+LOOP_WRONG = _mistakes(
+    "style_transfer",
     ("noise from randn", "noise from torch.randn; use torch.rand (uniform in [0, 1))",
      ("torch.rand(content_img.shape", "torch.randn(content_img.shape")),
     ("fixed learning rate", "a fixed learning rate of 3.0; use Adam(lr=initial_lr)", ("lr=initial_lr", "lr=3.0")),
