@@ -361,21 +361,23 @@ def _style_calls(g: torch.Generator, gram: Callable[..., torch.Tensor]) -> list[
 
 
 _ADD = "loss = loss + "
+_STYLE_TERM = 'nn.functional.mse_loss(gram_matrix(feats[layer]), target, reduction="sum")'
 
 STYLE_WRONG = _mistakes(
     "style_loss",
     ("no weights", "You forgot the style weights.", (_ADD + "weight * ", _ADD)),
     ("mean", "You averaged the squared Gram differences (a mean); sum them.", (_SUM, 'reduction="mean"')),
     ("Frobenius norm", "Square the differences: this looks like a Frobenius norm, not its square.",
-     ('nn.functional.mse_loss(gram_matrix(feats[layer]), target, reduction="sum")',
-      "torch.norm(gram_matrix(feats[layer]) - target)")),
+     (_STYLE_TERM, "torch.norm(gram_matrix(feats[layer]) - target)")),
     ("unnormalised Gram", "Use the normalised Gram matrix (gram_matrix(...) with normalize=True), like the targets.",
      ("gram_matrix(feats[layer])", "gram_matrix(feats[layer], normalize=False)")),
     ("last layer only", "Add up every style layer; this is only the last one (did you overwrite the loss in the "
                         "loop?).", (_ADD, "loss = ")),
     ("first layer only", "Add up every style layer; this is only the first one (a return inside the loop?).",
      (_ADD, "return ")),
-    (STATE + "targets indexed by layer", "style_targets[i]", ("target, reduction", "style_targets[layer], reduction")),
+    # written out: mse_loss would warn when the shapes differ
+    (STATE + "targets indexed by layer", "style_targets[i]",
+     (_STYLE_TERM, "torch.sum((gram_matrix(feats[layer]) - style_targets[layer]) ** 2)")),
 )
 
 
