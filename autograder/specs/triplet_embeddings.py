@@ -50,8 +50,7 @@ NORMALISED = "normalising the embeddings when the function should not"
 
 _NORMALISE = "embeddings = F.normalize(embeddings, dim=1)\n"
 _DIFFERENCES = "sq = ((embeddings.unsqueeze(1) - embeddings.unsqueeze(0)) ** 2).sum(dim=2)\n"
-_NAIVE_DISTANCES = ("sq = ((embeddings.unsqueeze(1) - embeddings.unsqueeze(0)) ** 2).sum(dim=2)\n"
-                    "return sq if squared else sq.sqrt()")
+_NAIVE_DISTANCES = _DIFFERENCES + "return sq if squared else sq.sqrt()"
 
 
 #: A graded function's wrong answers, one ``(label, hint, (old, new), ...)`` row each: edits of its reference body.
