@@ -78,3 +78,20 @@ def test_stored_references_hold_exactly_the_specs_with_cases(assignment: str) ->
         pytest.skip(f"{assignment} builds its own stored cases (make_references)")
     with_cases = {n for n, s in load_specs(assignment).items() if s.cases is not None}
     assert set(load_reference(assignment)["cases"]) == with_cases
+
+
+def test_edited_answers_edit_the_reference_body_or_take_a_whole_one() -> None:
+    """``edited_answers`` rows: ``(label, hint, (old, new), ...)`` edit the solution; ``(label, hint, body)`` is a
+    whole body; an edit whose text left the solution fails loudly."""
+    from autograder.judging.solutions import edited_answers, solution_body
+
+    reference = solution_body("example", "softmax")
+    edited, whole = edited_answers("example", "softmax",
+                                   ("no shift", "subtract the row maximum", ("scores.max(dim=1, keepdim=True).values",
+                                                                             "0")),
+                                   ("constant", "a constant", "return scores * 0"))
+    assert (edited.name, edited.hint) == ("no shift", "subtract the row maximum")
+    assert edited.body == reference.replace("scores.max(dim=1, keepdim=True).values", "0") != reference
+    assert whole.body == "return scores * 0"
+    with pytest.raises(ValueError, match="expects `not in the solution`"):
+        edited_answers("example", "softmax", ("stale", "a stale edit", ("not in the solution", "x")))
