@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -135,16 +136,19 @@ def test_the_template_dies_with_the_grader(tmp_path: Path) -> None:
     if warm_kernels.unavailable_reason(sandbox.plan(files=True, network=True).files_isolated):
         pytest.skip("no warm kernels here")
     code = ("from autograder.execution import warm_kernels\nimport time\nt = warm_kernels.start_template()\n"
-            "print(t.process.pid, flush=True)\ntime.sleep(600)")
+            "print(t.process.pid, t.folder, flush=True)\ntime.sleep(600)")
     grader = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
-    pid = int(grader.stdout.readline())
-    assert psutil.pid_exists(pid)
-    grader.kill()
-    grader.wait()
-    deadline = time.monotonic() + 10
-    while psutil.pid_exists(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not psutil.pid_exists(pid)
+    pid, folder = grader.stdout.readline().split()
+    try:
+        assert psutil.pid_exists(int(pid))
+        grader.kill()  # no clean-up runs: the template must go by itself
+        grader.wait()
+        deadline = time.monotonic() + 10
+        while psutil.pid_exists(int(pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not psutil.pid_exists(int(pid))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # what the killed grader could not remove
 
 
 def test_an_unreachable_template_means_a_cold_kernel_not_a_lost_grade(tmp_path: Path, monkeypatch) -> None:
