@@ -88,8 +88,12 @@ def cmd_grade(args: argparse.Namespace) -> int:
         print(sandbox.UNSANDBOXED_WARNING, file=sys.stderr)
         plan = sandbox.plan(files=False, network=limits.network_isolation)
     if not args.quiet:
+        from autograder.execution.warm_kernels import unavailable_reason
+
+        why_cold = "--cold-kernels" if not args.warm_kernels else unavailable_reason(plan.files_isolated)
+        kernels = f"kernels start cold ({why_cold})" if why_cold else "kernels are forked from a warm template"
         print(f"grading with {jobs} processes; per submission: {limits.timeout:.0f} s, "
-              f"{limits.memory / 1024**3:.1f} GiB; {plan.note}", file=sys.stderr)
+              f"{limits.memory / 1024**3:.1f} GiB; {plan.note}; {kernels}", file=sys.stderr)
     from autograder.batch.shards import shard_from_environment
 
     shard = shard_from_environment(args.shard, args.shard_count)

@@ -154,3 +154,13 @@ def test_the_template_dies_with_the_grader(tmp_path: Path) -> None:
 def test_an_unreachable_template_means_a_cold_kernel_not_a_lost_grade(tmp_path: Path, monkeypatch) -> None:
     nb, report = _warm(tmp_path, ["print(6 * 7)"], monkeypatch, str(tmp_path / "no-template.sock"))
     assert _text(nb.cells[0]) == "42\n" and report["warm_starts"] == 0
+
+
+def test_a_template_that_cannot_start_says_why(monkeypatch) -> None:
+    if warm_kernels.unavailable_reason(sandbox.plan(files=True, network=True).files_isolated):
+        pytest.skip("no warm kernels here")
+    monkeypatch.setattr(warm_kernels, "PRELOAD", ("torch", "no_such_module_dlcv"))
+    broken = warm_kernels.launch_template()
+    assert broken is not None and not broken.ready(timeout=120)
+    assert "No module named 'no_such_module_dlcv'" in broken.failure
+    assert not Path(broken.folder).exists()  # closed: nothing left in /tmp

@@ -189,7 +189,8 @@ def grade(submissions: Path, out: Path, jobs: int | None = None, limits: Limits 
                 for name in names:  # what the judges just loaded is what the batch started with
                     verify(name, grader_digests[name])
             if warm is not None and not warm.ready():
-                warm = None  # kernels start cold
+                print(f"warm kernel template did not start ({warm.failure}); kernels start cold", file=sys.stderr)
+                warm = None
             job_list = [Job(i, sub, template, work / f"job{i:05d}", limits, generate_feedback if feedback else None,
                             grader_digests[sub.assignment], warm.socket_path if warm is not None else None)
                         for i, (sub, _) in enumerate(todo)]

@@ -38,6 +38,8 @@ PRELOAD = ("torch", "torchvision", "ipykernel.kernelapp")
 START_TIMEOUT = 180.0
 #: Seconds a kernel request may take to be answered.
 REQUEST_TIMEOUT = 60.0
+#: The template's stderr, in its folder (only root can read it; no kernel sees the folder).
+LOG = "template.log"
 
 
 @dataclass
@@ -48,6 +50,8 @@ class KernelTemplate:
     process: subprocess.Popen
     folder: str
     _ready: bool = False
+    #: Why it did not become ready (the end of its log), once :meth:`ready` returned False.
+    failure: str = ""
 
     def ready(self, timeout: float = START_TIMEOUT) -> bool:
         """Wait until the template says it is ready; False (and stopped) if it exits or times out first."""
@@ -66,6 +70,10 @@ class KernelTemplate:
                 return True
             if not line:  # it exited
                 break
+        log = Path(self.folder, LOG)
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+        self.failure = " / ".join(tail) or ("it exited" if self.process.poll() is not None
+                                            else f"not ready within {timeout:g} s")
         self.close()
         return False
 
@@ -113,8 +121,9 @@ def launch_template() -> KernelTemplate | None:
                PYTHONNOUSERSITE="1", PYTHONWARNINGS=os.environ.get("PYTHONWARNINGS", "ignore"))
     cmd = [shutil.which("unshare") or "unshare", "--mount", "--propagation", "private", "sh", "-c",
            masks + 'exec "$@"', "sh", sys.executable, "-c", source, json.dumps(config)]
-    process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               cwd="/", env=env, start_new_session=True)
+    with open(os.path.join(folder, LOG), "wb") as log:  # its own errors and its keepers' (never a kernel's)
+        process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, cwd="/",
+                                   env=env, start_new_session=True)
     return KernelTemplate(config["socket"], process, folder)
 
 
@@ -146,7 +155,7 @@ class WarmKernel:
         try:
             self._conn.settimeout(REQUEST_TIMEOUT)
             self._conn.connect(socket_path)
-            send_message(self._conn, request, [null, sys.stdout.fileno(), sys.stderr.fileno()])
+            send_message(self._conn, request, [null, 1, 2])  # what a cold kernel inherits
             reply, fds = receive_message(self._conn, max_fds=1)
         except (OSError, ValueError) as exc:
             self._conn.close()
