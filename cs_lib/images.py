@@ -73,7 +73,7 @@ def preprocess(img: ImageLike | np.ndarray, size: int | None = 224) -> torch.Ten
     x = torch.from_numpy(np.asarray(pil, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return ((x - mean) / std).unsqueeze(0)
+    return ((x - mean) / std).unsqueeze(0).contiguous()  # (the permute left it channels-last in memory)
 
 
 def deprocess(x: torch.Tensor, should_rescale: bool = False) -> np.ndarray:

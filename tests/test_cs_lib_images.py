@@ -36,6 +36,14 @@ def test_preprocess_matches_torchvision_to_tensor_and_normalize(chelsea: np.ndar
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
 
 
+def test_preprocess_returns_a_contiguous_batch(chelsea: np.ndarray) -> None:
+    # Not channels-last in memory (what the HWC -> CHW permute leaves): a student's ``.view`` on the image
+    # works, and an optimised image's gradient comes back in its layout without a copy per step.
+    got = preprocess(chelsea, size=64)
+    assert got.is_contiguous() and got.stride() == (3 * 64 * 96, 64 * 96, 96, 1)
+    assert got.clone().view(3, -1).shape == (3, 64 * 96)
+
+
 def test_preprocess_accepts_a_batch_array() -> None:
     batch = np.random.default_rng(0).integers(0, 256, size=(3, 40, 40, 3), dtype=np.uint8)
     got = preprocess(batch, size=None)
