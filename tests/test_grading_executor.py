@@ -119,3 +119,43 @@ def test_display_updates_and_widget_state_stay_within_the_cap(tmp_path: Path, mo
     assert size < 200_000, size  # 20 outputs x 100 kB of updates, and 6 MB of widget state, were dropped
     assert "widgets" not in nb.metadata
     assert _text(nb.cells[3]) == "ok\n"
+
+
+def test_the_kernel_client_is_ready_at_the_kernels_idle_and_leaves_the_first_output_to_its_cell(
+        tmp_path: Path, monkeypatch) -> None:
+    import asyncio
+
+    from autograder.execution.isolation import ReadyOnIdleKernelClient, SandboxedKernelManager
+
+    for key, value in kit_environment().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "rt"))
+
+    async def scenario() -> list[str]:
+        km = SandboxedKernelManager()
+        await km.start_kernel(cwd=str(tmp_path))
+        kc = km.client()
+        assert isinstance(kc, ReadyOnIdleKernelClient)
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=60)
+            request = kc.execute("print('first')")
+            texts = []
+            while True:
+                msg = await kc.get_iopub_msg(timeout=30)
+                if msg["parent_header"].get("msg_id") != request:
+                    continue
+                if msg["msg_type"] == "stream":
+                    texts.append(msg["content"]["text"])
+                if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                    break
+            await km.shutdown_kernel(now=True)
+            with pytest.raises(RuntimeError, match="Kernel died before replying"):
+                await kc.wait_for_ready(timeout=30)
+            return texts
+        finally:
+            kc.stop_channels()
+            if await km.is_alive():
+                await km.shutdown_kernel(now=True)
+
+    assert asyncio.run(scenario()) == ["first\n"]

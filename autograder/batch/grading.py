@@ -161,11 +161,6 @@ def grade(submissions: Path, out: Path, jobs: int | None = None, limits: Limits 
     warm = None
     try:
         with sigterm_as_exit():
-            template = make_course_dir(work / "template", names)
-            for name in names:
-                generate_assignment(template, name)
-            prepare_output_course(out, template, names)
-            releases = {n: nbformat.read(template / "release" / n / f"{n}.ipynb", as_version=4) for n in names}
             todo: list[tuple[Submission, str]] = []
             kept: list[tuple[SubmissionResult, ResultStamp]] = []
             for sub in selected:
@@ -175,8 +170,17 @@ def grade(submissions: Path, out: Path, jobs: int | None = None, limits: Limits 
                     todo.append((sub, digest))
                 else:
                     kept.append(previous)
-            if warm_kernels and todo and limits.sandbox and sandbox.plan(True, limits.network_isolation).files_isolated:
-                warm = launch_template()  # it imports torch on one core while this process warms up below
+            if warm_kernels and todo and limits.sandbox:
+                warm = launch_template()  # first: it imports torch on one core while this process prepares below
+            template = make_course_dir(work / "template", names)
+            for name in names:
+                generate_assignment(template, name)
+            prepare_output_course(out, template, names)
+            releases = {n: nbformat.read(template / "release" / n / f"{n}.ipynb", as_version=4) for n in names}
+            if todo and limits.sandbox and not sandbox.warm_up(limits.network_isolation).files_isolated \
+                    and warm is not None:
+                warm.close()  # no sandbox here: the executor refuses every kernel and says why
+                warm = None
             if feedback and len(todo) > 1:
                 try:
                     warm_up(template, names[0], work)

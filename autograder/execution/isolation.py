@@ -11,20 +11,24 @@
   :mod:`autograder.execution.sandbox` (no network, no file but its own), or asks the warm kernel
   template for one (:mod:`autograder.execution.warm_kernels`), in the same sandbox. A kernel in its
   own network namespace cannot reach the grader over TCP loopback, so it talks over Unix
-  sockets (``transport = "ipc"``) instead.
+  sockets (``transport = "ipc"``) instead. Its clients are :class:`ReadyOnIdleKernelClient` instances.
 - :func:`kill_process_tree` ends a process and all its descendants.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import stat
 import threading
+import time
+from queue import Empty
 
 import psutil
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import Dict, List, Unicode
+from traitlets import Dict, DottedObjectName, List, Type, Unicode
 
 GiB = 1024**3
 
@@ -176,6 +180,56 @@ def folder_abuse(folder: str) -> str | None:
     return None
 
 
+class ReadyOnIdleKernelClient(AsyncKernelClient):
+    """jupyter_client's async kernel client, ready as soon as the kernel has answered on both channels.
+
+    jupyter_client's ``wait_for_ready`` sends ``kernel_info`` until the shell channel answers and
+    one IOPub message arrives, then drains IOPub until it has been silent for 0.2 s: a fixed 0.2 s
+    on every kernel start and restart. This client stops at the kernel's ``idle`` status for the
+    request it answered, the last message that request puts on IOPub. It never takes a message
+    meant for a cell: none has run yet, and nbclient reads a cell's output by its request's id.
+    """
+
+    #: Seconds to wait for the answered request's ``idle`` status before asking again (IOPub may not
+    #: have been connected when the kernel published it; jupyter_client waits as long).
+    IOPUB_PATIENCE = 0.2
+
+    async def wait_for_ready(self, timeout: float | None = None) -> None:
+        """Return once the kernel answers ``kernel_info`` on the shell channel and reports idle on IOPub.
+
+        Raises:
+            RuntimeError: the kernel died first, or did not answer within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + (math.inf if timeout is None else timeout)
+        while True:
+            self.kernel_info()
+            try:
+                reply = await self.shell_channel.get_msg(timeout=1)
+            except Empty:
+                reply = None
+            if (reply is not None and reply["msg_type"] == "kernel_info_reply"
+                    and await self._idle_after(reply["parent_header"].get("msg_id"))):
+                self._handle_kernel_info_reply(reply)
+                return
+            if not await self._async_is_alive():
+                raise RuntimeError("Kernel died before replying to kernel_info")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
+
+    async def _idle_after(self, request_id: str | None) -> bool:
+        """Whether IOPub reports ``idle`` for ``request_id`` within :attr:`IOPUB_PATIENCE` seconds."""
+        end = time.monotonic() + self.IOPUB_PATIENCE
+        while (left := end - time.monotonic()) > 0:
+            try:
+                msg = await self.iopub_channel.get_msg(timeout=left)
+            except Empty:
+                return False
+            if (msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle"
+                    and msg["parent_header"].get("msg_id") == request_id):
+                return True
+        return False
+
+
 class SandboxedKernelManager(AsyncKernelManager):
     """A kernel manager that starts the kernel behind :attr:`command_prefix` (e.g. ``unshare --net``).
 
@@ -185,6 +239,8 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     command_prefix = List(Unicode(), default_value=[], help="argv put in front of the kernel command").tag(
         config=True)
+    client_class = DottedObjectName("autograder.execution.isolation.ReadyOnIdleKernelClient")
+    client_factory = Type(ReadyOnIdleKernelClient, klass=AsyncKernelClient)
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
