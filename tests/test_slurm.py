@@ -312,10 +312,21 @@ def test_a_cancelled_shard_resumes_without_regrading_its_finished_students(slurm
             shutil.copytree(clean / f"shard_{i}", out / f"shard_{i}")
     shard_out = out / f"shard_{index}"
     (out / "logs").mkdir()
+    # The shard's students but its first wait in a free cell of their own for longer than the test waits, so the
+    # cancel always lands with exactly one student finished (whether the shard grades one or two at a time).
+    # The rerun grades them from their notebooks as submitted: an unfinished student's input may change.
+    submissions = out / "submitted"
+    shutil.copytree(clean_run["submissions"], submissions)
+    slow = students[1:]
+    for student in slow:
+        path = submissions / student / "example" / "example.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        nb.cells.append(nbformat.v4.new_code_cell("import time\ntime.sleep(3600)"))
+        nbformat.write(nb, path)
     # A rerun of one shard, as slurm/grade_shards.sbatch documents it: sbatch --array=I ... N
     rerun = ["sbatch", "--parsable", f"--array={index}", "--cpus-per-task=1", "--mem=4G",
              f"--output={out}/logs/%x-%A_%a.out", str(REPO_ROOT / "slurm" / "grade_shards.sbatch"),
-             str(clean_run["submissions"]), str(out), "3", *LIMITS]
+             str(submissions), str(out), "3", *LIMITS]
 
     job = int(slurm.run(*rerun).stdout.strip().split(";")[0])
     stamps = shard_out / "grading" / "example"
@@ -326,7 +337,10 @@ def test_a_cancelled_shard_resumes_without_regrading_its_finished_students(slurm
     slurm.run("scancel", str(job))
     slurm.wait(job, timeout=60)
     finished = {p.stem: json.loads(p.read_text()) for p in stamps.glob("*.input")}
-    assert 1 <= len(finished) < len(students), f"cancelled too late: {sorted(finished)} of {students}"
+    assert sorted(finished) == [students[0]], f"finished when cancelled: {sorted(finished)} of {students}"
+    for student in slow:
+        shutil.copy2(clean_run["submissions"] / student / "example" / "example.ipynb",
+                     submissions / student / "example" / "example.ipynb")
     assert Manifest.read(shard_out).finished is None
     leftovers = [p.pid for p in psutil.process_iter() if _job_of(p) == str(job)]
     assert leftovers == [], f"processes of the cancelled job still running: {leftovers}"

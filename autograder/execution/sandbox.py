@@ -81,8 +81,12 @@ def _unshare_flags(network: bool) -> list[str]:
     return flags
 
 
-def read_only_paths() -> list[str]:
-    """The folders the kernel may read: system, Python, ``cs_lib``, caches (see the module docstring)."""
+def read_only_paths(caches: bool = True) -> list[str]:
+    """The folders the kernel may read: system, Python, ``cs_lib``, caches (see the module docstring).
+
+    Args:
+        caches: include torch's hub cache and the kit's data folder (finding them imports torch and cs_lib).
+    """
     repo = REPO_ROOT.resolve()
     wanted: list[Path] = [Path(p) for p in SYSTEM_PATHS]
     prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
@@ -91,7 +95,8 @@ def read_only_paths() -> list[str]:
     wanted += [Path(p) for p in prefixes if p]
     wanted += [Path(p) for p in sys.path if p and os.path.isdir(p)]
     wanted.append(Path(sys.executable).resolve().parent.parent)
-    wanted += _cache_paths()
+    if caches:
+        wanted += _cache_paths()
     paths: list[str] = []
     for path in wanted:
         path = Path(os.path.abspath(path))
@@ -335,7 +340,9 @@ def plan(files: bool = True, network: bool = True) -> SandboxPlan:
                 f"missing {', '.join(missing)} (Debian/Ubuntu: util-linux)"
             return SandboxPlan((), False, False, f"no sandbox: {why}. {FIX_HINT}")
         prefix = (unshare, *_unshare_flags(network), "sh", str(SCRIPT))
-        probe = ["env", f"DLCV_SANDBOX_UID={kernel_uid() or ''}", *prefix, ":".join(read_only_paths()), "",
+        # The probe shows no cache folder: one is a read-only bind mount like any other, and finding them imports
+        # torch, a second before `grade` can start its warm kernel template.
+        probe = ["env", f"DLCV_SANDBOX_UID={kernel_uid() or ''}", *prefix, ":".join(read_only_paths(caches=False)), "",
                  ":".join(device_paths()), "--", "true"]
         try:
             proc = subprocess.run(probe, capture_output=True, text=True, timeout=30, cwd="/")

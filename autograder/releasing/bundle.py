@@ -29,7 +29,6 @@ from pathlib import Path
 
 from autograder import REPO_ROOT
 from autograder.notebook_format import ALL_MARKERS
-from cs_lib.submission_check import make_manifest
 
 #: Top-level files and folders of the repository that go into every bundle.
 SHARED_FILES = ("requirements-student.txt", "setup_colab.sh", "datasets/download.py", "datasets/README.md")
@@ -92,6 +91,10 @@ def build_bundle(assignment: str, release_dir: Path, dist: Path) -> Path:
             if arcname.endswith(".sh"):
                 info.external_attr = 0o755 << 16
             zf.writestr(info, path.read_bytes())
+        # Here, not at the top: cs_lib's package imports torch, a second of every command (the CLI imports this
+        # module for BundleError before `grade` can start its warm kernel template).
+        from cs_lib.submission_check import make_manifest
+
         for notebook in sorted(release_dir.glob("*.ipynb")):
             manifest = make_manifest(assignment, json.loads(notebook.read_text(encoding="utf-8")))
             zf.writestr(f"{assignment}/cs_lib/manifests/{notebook.stem}.json", json.dumps(manifest, indent=1))
