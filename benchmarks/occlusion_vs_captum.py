@@ -2,7 +2,7 @@
 
 Both compute the same map (the tests check it to float32 round-off): the mean drop of the softmax
 probability of each image's class over the windows that cover each pixel. The reference evaluates the
-occluded images of all windows and images in chunks of 32 per forward pass; Captum evaluates
+occluded images of all windows and images in chunks of 16 per forward pass; Captum evaluates
 ``perturbations_per_eval`` windows (times the number of images) per forward pass, so this script tries
 several values and reports the best.
 

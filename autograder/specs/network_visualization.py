@@ -259,7 +259,7 @@ _OCCLUSION_WRONG = _mistakes(
     ("baseline ignored", "it matches occluding with 0; set the occluded pixels to `baseline`.",
      ("torch.tensor(baseline,", "torch.tensor(0.0,")),
     (STATE + "one window per pass", "one forward pass per window",
-     ("batch_size = X.device, 32", "batch_size = X.device, 1")),
+     ("batch_size = X.device, 16", "batch_size = X.device, 1")),
 )
 
 _ASCENT_STEP = "learning_rate * g / g.norm()"
@@ -488,7 +488,7 @@ def _occlusion_test(student: Student, ref: Callable[..., Any], spec: GradedFunct
     calls = (student.last_modules.get("arg2") or {}).get("forward_calls")
     if calls is None or calls >= windows:
         raise Failure(f"{name} ran the model {calls} times for {windows} windows ({context}): batch the occluded "
-                      "images, several windows per forward pass (e.g. chunks of 32 images), instead of one forward "
+                      "images, several windows per forward pass (e.g. chunks of 16 images), instead of one forward "
                       "pass per window.")
     # float32 on a small CNN with patch and stride drawn so that the last window is cut off.
     patch = int(torch.randint(4, 9, (1,), generator=g))
