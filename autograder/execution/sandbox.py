@@ -300,8 +300,8 @@ def kernel_prefix(plan: SandboxPlan, writable: list[str], box: KernelBox | None 
 def warm_up(network: bool) -> SandboxPlan:
     """:func:`plan` (files isolated) as each grading process will ask for it, and what its kernels' prefix imports.
 
-    Called once in the process that forks the grading processes (:mod:`autograder.batch.scheduler`), so
-    that none of them probes the sandbox or imports matplotlib again (about 0.1 s each).
+    :func:`autograder.batch.grading.grade` calls it once before its scheduler forks the grading processes,
+    so that none of them probes the sandbox or imports matplotlib again (about 0.1 s each).
     """
     _matplotlib_cache()
     return plan(files=True, network=network)  # the executor's call, so the same cache entry
