@@ -14,10 +14,14 @@ normalises inside its model at every forward pass; here, as in the notebook, onc
 the ratio against the tutorial loop handed already-preprocessed tensors, which leaves the reference's
 preprocessing of the two images (about 1 ms per iteration at 40 iterations) in its time only.
 
-A third loop, "forward order", runs the reference's own loss functions with each loss computed inside
-the forward pass, as the tutorial's modules do, instead of after ``extract_features``: it separates
-what the notebook's loop structure costs (the order in which autograd's backward pass accumulates each
-style layer's two gradients) from what the graded functions cost.
+Two more loops say where the reference's extra time goes. "forward order" runs the reference's own loss
+functions with each loss computed inside the forward pass, as the tutorial's modules do, instead of after
+``extract_features``: reference / forward order is what the notebook's loop structure costs (the order in
+which autograd's backward pass accumulates each style layer's two gradients). "fwd order, mm Gram"
+is the same loop with the tutorial's Gram matrix (``mm`` on the features flattened to (C, H*W), correct for a
+batch of one only) in place of the reference's batched ``bmm``: forward order / this loop is what ``bmm``'s
+backward costs (it returns one of the two gradients of the features transposed, and adding a transposed
+tensor is slower; ``mm``'s backward returns it in the features' own layout).
 
     python benchmarks/style_transfer_vs_tutorial.py [--size 192] [--iterations 40] [--device cpu]
 
@@ -141,20 +145,29 @@ def tutorial_style_transfer(content_img: torch.Tensor, style_img: torch.Tensor, 
 
 
 def forward_order_style_transfer(sol, content_img: torch.Tensor, style_img: torch.Tensor, cnn: nn.Sequential,
-                                 num_iterations: int) -> tuple[torch.Tensor, list[float]]:
+                                 num_iterations: int, gram: Callable[[torch.Tensor], torch.Tensor] | None = None
+                                 ) -> tuple[torch.Tensor, list[float]]:
     """The reference's loss functions, each loss computed inside the forward pass.
 
     Only the order differs from the notebook's loop (which computes all the features with
     ``extract_features``, then the losses), and it is the tutorial's order: a loss's graph nodes are
     made before the next layer's, so autograd's backward pass meets a layer's gradients in another
     order. This isolates what the order costs from what the graded functions cost.
+
+    With ``gram`` (e.g. :func:`tutorial_gram`), each style term is the reference's formula,
+    ``weight * sum((gram(features) - target) ** 2)``, with that Gram matrix for the targets and the image.
     """
     cnn = cnn[: max(CONTENT_LAYER, *STYLE_LAYERS) + 1]
     with torch.no_grad():
         content_target = sol.extract_features(content_img, cnn)[CONTENT_LAYER]
         style_feats = sol.extract_features(style_img, cnn)
-        style_targets = {layer: sol.gram_matrix(style_feats[layer]) for layer in STYLE_LAYERS}
+        style_targets = {layer: (gram or sol.gram_matrix)(style_feats[layer]) for layer in STYLE_LAYERS}
     style_weights = dict(zip(STYLE_LAYERS, STYLE_WEIGHTS))
+
+    def style_term(x: torch.Tensor, layer: int) -> torch.Tensor:
+        if gram is None:
+            return sol.style_loss([x], [0], [style_targets[layer]], [style_weights[layer]])
+        return style_weights[layer] * F.mse_loss(gram(x), style_targets[layer], reduction="sum")
 
     def total_loss(img: torch.Tensor) -> torch.Tensor:
         x, loss = img, sol.tv_loss(img, TV_WEIGHT)
@@ -163,7 +176,7 @@ def forward_order_style_transfer(sol, content_img: torch.Tensor, style_img: torc
             if i == CONTENT_LAYER:
                 loss = loss + sol.content_loss(CONTENT_WEIGHT, x, content_target)
             if i in style_weights:
-                loss = loss + sol.style_loss([x], [0], [style_targets[i]], [style_weights[i]])
+                loss = loss + style_term(x, i)
         return loss
 
     return optimise(content_img, num_iterations, total_loss)
@@ -202,17 +215,20 @@ def main() -> None:
     def tutorial_from_tensors(n: int) -> list[float]:
         return tutorial_style_transfer(content_img, style_img, cnn, n)[1]
 
-    def forward_order(n: int) -> list[float]:
+    def forward_order(n: int, gram: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[float]:
         content_x = sol.image_to_tensor(content, args.size).to(device)
         style_x = sol.image_to_tensor(style, args.size).to(device)
-        return forward_order_style_transfer(sol, content_x, style_x, cnn, n)[1]
+        return forward_order_style_transfer(sol, content_x, style_x, cnn, n, gram)[1]
+
+    def forward_order_mm(n: int) -> list[float]:
+        return forward_order(n, tutorial_gram)
 
     # Same numbers: the first losses agree to float32 rounding (later ones drift: Adam at lr 3 is chaotic).
-    a, b, c = ours(3), tutorial(3), forward_order(3)
-    agreement = max(abs(x - y) / abs(y) for x, y in zip(a + c, b + b))
+    a, b, c, d = ours(3), tutorial(3), forward_order(3), forward_order_mm(3)
+    agreement = max(abs(x - y) / abs(y) for x, y in zip(a + c + d, b + b + b))
 
     loops = {"reference loop": ours, "tutorial loop": tutorial, "tutorial (tensors)": tutorial_from_tensors,
-             "forward order": forward_order}
+             "forward order": forward_order, "fwd order, mm Gram": forward_order_mm}
     timings: dict[str, list[float]] = {name: [] for name in loops}
     for fn in loops.values():
         fn(2)  # warm-up
@@ -237,11 +253,15 @@ def main() -> None:
           "is faster)")
     print(f"{'':>18}  {per_iter['reference loop'] / per_iter['tutorial (tensors)']:8.3f} (reference / tutorial "
           "handed preprocessed tensors)")
-    print(f"where it goes: the reference's loss functions, each loss computed inside the forward pass "
-          f"(the tutorial's order) instead of after extract_features: {per_iter['forward order'] * 1000:.2f} ms, "
-          f"{per_iter['forward order'] / per_iter['tutorial loop']:.3f} x the tutorial loop. The rest of the "
-          "reference's time is the order in which autograd meets each style layer's two gradients (the Gram "
-          "matrix's first, as a view it cannot add into in place), not its functions.")
+    order = per_iter["reference loop"] / per_iter["forward order"]
+    bmm = per_iter["forward order"] / per_iter["fwd order, mm Gram"]
+    rest = per_iter["fwd order, mm Gram"] / per_iter["tutorial loop"]
+    print(f"{'where it goes':>18}: {ratio:.3f} = {order:.3f} (the notebook's order: all the features, then the losses; "
+          f"autograd meets each style layer's Gram gradient first, as a view, so the layer's own gradient "
+          f"is added to it out of place) "
+          f"x {bmm:.3f} (the batched Gram's bmm backward against the tutorial's 2-D mm, which is correct for a "
+          f"batch of one only) x {rest:.3f} (the rest of the reference's functions)")
+
 
 if __name__ == "__main__":
     main()
