@@ -4,8 +4,9 @@ Both compute the same loss (``tests/test_triplet_reference.py`` checks it to rou
 farthest positive and the closest negative under the non-squared Euclidean distance, hinged at the margin and
 averaged over the anchors that have both. PML's version is ``BatchHardMiner`` followed by ``TripletMarginLoss``
 with a ``MeanReducer``, both with ``LpDistance(normalize_embeddings=False)``; the miner computes the distance
-matrix under ``no_grad`` and the loss computes it again. The reference computes it once (one matrix product)
-and reduces it with masked ``amax``/``amin``.
+matrix under ``no_grad`` and the loss computes it again. The reference computes the squared distances once (one
+matrix product), picks the hardest samples on them with masked ``amax``/``amin`` (``sqrt`` is increasing), and
+takes the square root of the picked values only.
 
 Usage (from the repository root)::
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         return sol.batch_hard_triplet_loss(embeddings, labels, args.margin)
 
     print(f"batch-hard triplet loss, forward + backward, {args.dim}-D float32 embeddings, P = "
-          f"{args.classes_per_batch} classes per batch; device {device}, {torch.get_num_threads()} threads; "
+          f"{args.classes_per_batch} classes per batch; device {device}, {torch.get_num_threads()} thread(s); "
           f"medians of {args.repeat} interleaved runs")
     ratios = {}
     for batch in args.batch:

@@ -362,10 +362,10 @@ def _batch_gradients(name: str) -> Callable[..., None]:
                              "with duplicate embeddings", margin=1.0)
 
 
-def _matrix_mistakes(name: str) -> tuple[tuple[Any, ...], ...]:
-    """The rows of the mistakes every batch function can make with its distance matrix: squared distances, and
-    normalised embeddings."""
-    return (("squared distances", SQUARED, _SQUARED_MATRIX),
+def _matrix_mistakes(name: str, squared: tuple[str, str] = _SQUARED_MATRIX) -> tuple[tuple[Any, ...], ...]:
+    """The rows of the mistakes every batch function can make with its distance matrix: squared distances (the
+    edit ``squared`` of its body), and normalised embeddings."""
+    return (("squared distances", SQUARED, squared),
             ("normalised embeddings", NORMALISED, _NORMALISE + solution_body(ASSIGNMENT, name)))
 
 
@@ -449,17 +449,19 @@ SPECS = (
         wrong_answers=_mistakes(
             "batch_hard_triplet_loss",
             ("farthest negative", f"{ARGMAX} (the hardest negative is the CLOSEST sample of another class)",
-             ("distances.masked_fill(same, math.inf).amin(dim=1)",
-              "distances.masked_fill(same, -math.inf).amax(dim=1)")),
+             ("squared.masked_fill(same, math.inf).amin(dim=1)",
+              "squared.masked_fill(same, -math.inf).amax(dim=1)")),
             ("closest positive", "argmin where argmax was meant (the hardest positive is the FARTHEST sample of the "
-                                 "class)", ("distances.masked_fill(~positive, -math.inf).amax(dim=1)",
-                                            "distances.masked_fill(~positive, math.inf).amin(dim=1)")),
+                                 "class)", ("squared.masked_fill(~positive, -math.inf).amax(dim=1)",
+                                            "squared.masked_fill(~positive, math.inf).amin(dim=1)")),
             ("anchor as its own positive", OWN_POSITIVE,
              ("positive = same.clone().fill_diagonal_(False)", "positive = same")),
-            *_matrix_mistakes("batch_hard_triplet_loss"),
+            # the reference picks on squared distances and takes the roots of the picked ones: no root is the mistake
+            *_matrix_mistakes("batch_hard_triplet_loss", squared=("d_ap, d_an = " + _SAFE_SQRT.format("picked"),
+                                                                  "d_ap, d_an = picked")),
             ("mean over every anchor", "averaging over every anchor instead of those with a positive and a negative",
-             ("F.relu(hardest_positive[has_both] - hardest_negative[has_both] + margin).mean()",
-              "F.relu(hardest_positive - hardest_negative + margin).sum() / len(labels)")),
+             ("F.relu(d_ap - d_an + margin).mean()", "F.relu(d_ap - d_an + margin).sum() / len(labels)")),
+            ("plain sqrt", NAN_GRADIENT, (_SAFE_SQRT.format("picked"), "picked.sqrt()")),
         ),
         checks=(_batch_gradients("batch_hard_triplet_loss"),),
     ),
