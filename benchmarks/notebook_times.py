@@ -4,7 +4,8 @@ Runs each notebook's code cells in order in one namespace, with the solutions in
 blocks cut out (what a student who solved everything runs), in normal mode or in grading mode
 (``--grading``: ``NBGRADER_EXECUTION=autograde``, the budgets the autograder uses). Needs only torch,
 torchvision and the notebooks' own imports, so it runs on a bare GPU machine where no Jupyter is
-installed. Prints one line per notebook: device, seconds, and the first error if a cell failed.
+installed. Prints one line per notebook: device, seconds, and the first error if a cell failed; with
+``--parts``, each part's seconds before it, as each part ends.
 
     python benchmarks/notebook_times.py                       # every assignment, normal mode
     python benchmarks/notebook_times.py --grading mask_rcnn   # one assignment, grading budgets
@@ -22,6 +23,7 @@ import re
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,12 +50,15 @@ def notebook_parts(path: Path) -> list[tuple[str, str]]:
     return cells
 
 
-def run(assignment: str, grading: bool, parts: dict[str, float] | None = None) -> tuple[float, str]:
+def run(assignment: str, grading: bool, parts: dict[str, float] | None = None,
+        part_done: Callable[[str], None] | None = None) -> tuple[float, str]:
     """Execute one notebook's code in a fresh namespace; return (seconds, first error or '').
 
     ``parts``, when given, receives the seconds spent in each ``## `` part of the notebook, and
     ``parts["<part> (cpu)"]`` this process's CPU seconds there (user + system, all threads): on a busy
-    machine the wall time grows with the load, the CPU time much less.
+    machine the wall time grows with the load, the CPU time much less. ``part_done(part)`` is called as
+    each part ends (the last one too, after an error), so that a run stopped at a time limit has
+    reported the parts it finished.
     """
     import matplotlib
 
@@ -69,8 +74,12 @@ def run(assignment: str, grading: bool, parts: dict[str, float] | None = None) -
     cwd = os.getcwd()
     os.chdir(folder)
     error = ""
+    current = None
     try:
         for i, (part, code) in enumerate(notebook_parts(folder / f"{assignment}.ipynb")):
+            if part_done is not None and current is not None and part != current:
+                part_done(current)
+            current = part
             cell_start, cpu_start = time.perf_counter(), time.process_time()
             try:
                 with contextlib.redirect_stdout(io.StringIO()):
@@ -87,6 +96,8 @@ def run(assignment: str, grading: bool, parts: dict[str, float] | None = None) -
             plt.close("all")
     finally:
         os.chdir(cwd)
+    if part_done is not None and current is not None:
+        part_done(current)
     return time.perf_counter() - start, error
 
 
@@ -112,14 +123,14 @@ def main() -> int:
     print(f"{'assignment':24s} {'mode':8s} {'device':24s} {'seconds':>8s}  error")
     for name in names:
         parts: dict[str, float] = {}
-        seconds, error = run(name, args.grading, parts)
+
+        def print_part(part: str, parts: dict[str, float] = parts) -> None:
+            print(f"    {parts[part]:8.1f} s wall {parts[part + ' (cpu)']:8.1f} s cpu  {part}", flush=True)
+
+        seconds, error = run(name, args.grading, parts, print_part if args.parts else None)
         failed += bool(error)
         print(f"{name:24s} {'grading' if args.grading else 'normal':8s} {device:24s} {seconds:8.1f}  {error}",
               flush=True)
-        if args.parts:
-            for part, part_seconds in parts.items():
-                if not part.endswith(" (cpu)"):
-                    print(f"    {part_seconds:8.1f} s wall {parts[part + ' (cpu)']:8.1f} s cpu  {part}", flush=True)
     return 1 if failed else 0
 
 

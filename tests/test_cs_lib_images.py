@@ -102,6 +102,7 @@ def test_jitter_matches_numpy_roll_and_inverts() -> None:
     assert torch.equal(jitter(got, -3, 2), X)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 def test_blur_and_jitter_stay_on_cuda() -> None:
     X = torch.rand(1, 3, 16, 16, device="cuda")
