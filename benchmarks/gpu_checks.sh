@@ -7,10 +7,10 @@
 # same lines go to stdout. Steps, in order, each under its own limit (seconds) and the budget's remainder:
 #
 #   environment         20   nvidia-smi, Python, torch, torchvision, and which optional peers import
-#   cuda_tests         150   pytest -m cuda: the references on CUDA agree with the CPU
-#   swap_demo          150   benchmarks/mask_rcnn_swap_vs_torchvision.py --device cuda (goal: within 3x
+#   cuda_tests          90   pytest -m cuda: the references on CUDA agree with the CPU
+#   swap_demo          120   benchmarks/mask_rcnn_swap_vs_torchvision.py --device cuda (goal: within 3x
 #                            torchvision's own pieces, identical detections)
-#   notebooks_grading  60 each   benchmarks/notebook_times.py --grading, one notebook at a time
+#   notebooks_grading  45 each   benchmarks/notebook_times.py --grading, one notebook at a time
 #   notebooks_normal  150 each   benchmarks/notebook_times.py --parts, one notebook at a time
 #
 # GPU_CHECKS_BUDGET (default 540) is the whole run's limit: a step never starts with less than 15 s left,
@@ -78,12 +78,12 @@ if [[ $cuda != 1 ]]; then
 fi
 
 mapfile -t cuda_test_files < <(grep -l "pytest.mark.cuda" tests/test_*.py)  # collect only what runs
-step cuda_tests "CUDA tests" 150 "$PYTHON" -m pytest -q -m cuda -p no:cacheprovider "${cuda_test_files[@]}"
-step swap_demo "swap demo on CUDA" 150 "$PYTHON" benchmarks/mask_rcnn_swap_vs_torchvision.py --device cuda
+step cuda_tests "CUDA tests" 90 "$PYTHON" -m pytest -q -m cuda -p no:cacheprovider "${cuda_test_files[@]}"
+step swap_demo "swap demo on CUDA" 120 "$PYTHON" benchmarks/mask_rcnn_swap_vs_torchvision.py --device cuda
 
 notebooks=(example network_visualization style_transfer triplet_embeddings mask_rcnn)  # the longest last
 for name in "${notebooks[@]}"; do
-    step notebooks_grading "$name, grading mode" 60 \
+    step notebooks_grading "$name, grading mode" 45 \
         "$PYTHON" benchmarks/notebook_times.py --grading --random-weights "$name"
 done
 for name in "${notebooks[@]}"; do
