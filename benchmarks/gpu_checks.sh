@@ -24,11 +24,11 @@
 # own imports. Runs on a CPU-only machine too, where every CUDA step says that it skipped.
 
 set -u
-cd "$(dirname "$0")/.."
 OUT_DIR=${1:-${OUT:-gpu_checks_out}}
+mkdir -p "$OUT_DIR" && OUT_DIR=$(cd "$OUT_DIR" && pwd)
+cd "$(dirname "$0")/.."
 BUDGET=${GPU_CHECKS_BUDGET:-540}
 PYTHON=${PYTHON:-python3}
-mkdir -p "$OUT_DIR"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 summary="$OUT_DIR/summary.txt"
 : >"$summary"
